@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from etl import __version__
+from etl.sandbox.cli import sandbox
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,9 @@ def cli() -> None:
     Example:
         lacrm-etl import people.csv --mapping mappings/example.yaml --dry-run
     """
+
+
+cli.add_command(sandbox)
 
 
 def main() -> None:
