@@ -1,0 +1,139 @@
+"""One outcome per input row, decided before anything is written: this is the dry run."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from etl.pairs import canonical_pairs
+
+PLAN_COLUMNS = [
+    "row_id",
+    "source",
+    "sheet",
+    "row",
+    "status",
+    "reason",
+    "detail",
+    "contact_id_1",
+    "contact_id_2",
+    "relationship_id",
+    "note",
+    "match_1",
+    "name_1",
+    "match_2",
+    "name_2",
+]
+TO_CREATE = "to_create"
+
+
+def build_plan(
+    rows: pl.DataFrame,
+    side_1: pl.DataFrame,
+    side_2: pl.DataFrame,
+    notes: pl.Series | None,
+    existing: pl.DataFrame,
+    *,
+    dry_run: bool,
+) -> pl.DataFrame:
+    """Decide every row: failed, skipped, or to create (`would_create` in a dry run).
+
+    `rows` holds row_id, source, sheet, row; `side_1`/`side_2` are resolve results; `existing`
+    holds the pairs the CRM already has (pair_lo, pair_hi, relationship_id).
+    """
+    frame = (
+        rows.select("row_id", "source", "sheet", "row")
+        .with_columns(note=notes if notes is not None else pl.lit(None, pl.String))
+        .join(_side(side_1, "1"), on="row_id", how="left")
+        .join(_side(side_2, "2"), on="row_id", how="left")
+    )
+    frame = canonical_pairs(frame)
+    frame = _with_first_row_label(frame).join(
+        existing.unique(["pair_lo", "pair_hi"], keep="first"), on=["pair_lo", "pair_hi"], how="left"
+    )
+    create_status = "would_create" if dry_run else TO_CREATE
+    failed_1 = pl.col("reason_1").is_not_null() | pl.col("contact_id_1").is_null()
+    failed_2 = pl.col("reason_2").is_not_null() | pl.col("contact_id_2").is_null()
+    duplicate = pl.col("first_row_id") != pl.col("row_id")
+    exists = pl.col("relationship_id").is_not_null()
+    decided = frame.with_columns(
+        status=pl.when(failed_1 | failed_2)
+        .then(pl.lit("failed"))
+        .when(pl.col("self_pair") | duplicate | exists)
+        .then(pl.lit("skipped"))
+        .otherwise(pl.lit(create_status)),
+        reason=pl.when(failed_1)
+        .then(pl.col("reason_1"))
+        .when(failed_2)
+        .then(pl.col("reason_2"))
+        .when(pl.col("self_pair"))
+        .then(pl.lit("self_relationship"))
+        .when(duplicate)
+        .then(pl.lit("duplicate_in_file"))
+        .when(exists)
+        .then(pl.lit("already_exists")),
+        detail=pl.when(failed_1 | failed_2)
+        .then(_side_failure_detail())
+        .when(pl.col("self_pair"))
+        .then(pl.lit("both sides are the same contact"))
+        .when(duplicate)
+        .then(pl.lit("same pair as ") + pl.col("first_row_label"))
+        .when(exists)
+        .then(
+            pl.lit("the CRM already holds this pair as RelationshipId ") + pl.col("relationship_id")
+        ),
+    )
+    return (
+        decided.with_columns(
+            relationship_id=pl.when(pl.col("reason") == "already_exists").then("relationship_id")
+        )
+        .select(PLAN_COLUMNS)
+        .sort("row_id")
+    )
+
+
+def _side(resolved: pl.DataFrame, n: str) -> pl.DataFrame:
+    return resolved.select(
+        "row_id",
+        pl.col("contact_id").alias(f"contact_id_{n}"),
+        pl.col("match").alias(f"match_{n}"),
+        pl.col("matched_name").alias(f"name_{n}"),
+        pl.col("reason").alias(f"reason_{n}"),
+        pl.col("detail").alias(f"detail_{n}"),
+    )
+
+
+def _side_failure_detail() -> pl.Expr:
+    parts = [
+        pl.when(pl.col(f"reason_{n}").is_not_null() | pl.col(f"contact_id_{n}").is_null()).then(
+            pl.lit(f"contact {n}: ")
+            + pl.col(f"detail_{n}").fill_null(pl.col(f"reason_{n}")).fill_null("not resolved")
+        )
+        for n in ("1", "2")
+    ]
+    return pl.concat_str(parts, separator="; ", ignore_nulls=True)
+
+
+def _with_first_row_label(frame: pl.DataFrame) -> pl.DataFrame:
+    """Name each duplicate's first row as a person finds it: row N of source (sheet)."""
+    sheet = pl.when(pl.col("sheet") != "").then(pl.lit(", sheet ") + pl.col("sheet"))
+    labels = frame.select(
+        pl.col("row_id").alias("first_row_id"),
+        pl.concat_str(
+            [
+                pl.lit("row "),
+                pl.col("row").cast(pl.String),
+                pl.lit(" of "),
+                pl.col("source"),
+                sheet,
+            ],
+            ignore_nulls=True,
+        ).alias("first_row_label"),
+    )
+    return frame.join(labels, on="first_row_id", how="left")
+
+
+def counts(plan: pl.DataFrame) -> dict[str, int]:
+    """Rows per status, every status present (zero where none)."""
+    found = dict(plan.group_by("status").len().iter_rows())
+    statuses = ("created", "would_create", TO_CREATE, "skipped", "failed")
+    return {status: found.get(status, 0) for status in statuses}
