@@ -62,9 +62,9 @@ def build_plan(
         .then(pl.lit("skipped"))
         .otherwise(pl.lit(create_status)),
         reason=pl.when(failed_1)
-        .then(pl.col("reason_1"))
+        .then(pl.col("reason_1").fill_null(pl.lit("contact_not_found")))
         .when(failed_2)
-        .then(pl.col("reason_2"))
+        .then(pl.col("reason_2").fill_null(pl.lit("contact_not_found")))
         .when(pl.col("self_pair"))
         .then(pl.lit("self_relationship"))
         .when(duplicate)
@@ -106,7 +106,9 @@ def _side_failure_detail() -> pl.Expr:
     parts = [
         pl.when(pl.col(f"reason_{n}").is_not_null() | pl.col(f"contact_id_{n}").is_null()).then(
             pl.lit(f"contact {n}: ")
-            + pl.col(f"detail_{n}").fill_null(pl.col(f"reason_{n}")).fill_null("not resolved")
+            + pl.col(f"detail_{n}")
+            .fill_null(pl.col(f"reason_{n}"))
+            .fill_null(pl.lit("not resolved"))
         )
         for n in ("1", "2")
     ]
