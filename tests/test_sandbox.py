@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.sandbox import api
+from etl.sandbox.cli import sandbox
 from etl.sandbox.errors import ApiError
 from etl.sandbox.faults import FaultInjector, FaultSettings, FaultSettingsError
 from etl.sandbox.http import HttpError, Request, read_request
@@ -290,3 +292,14 @@ def test_malformed_requests_raise_http_errors(raw: bytes, status: int) -> None:
     with pytest.raises(HttpError) as caught:
         parse(raw)
     assert caught.value.status == status
+
+
+def test_serve_help_ends_with_an_example() -> None:
+    output = CliRunner().invoke(sandbox, ["serve", "--help"]).output
+    assert output.rstrip().splitlines()[-5].strip() == "Example:"
+
+
+def test_serve_without_a_key_says_how_to_give_one() -> None:
+    result = CliRunner().invoke(sandbox, ["serve", "--port", "0"], env={"LACRM_API_KEY": ""})
+    assert result.exit_code == 2
+    assert "LACRM_API_KEY" in result.output

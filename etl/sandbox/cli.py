@@ -16,17 +16,26 @@ if TYPE_CHECKING:
     from etl.sandbox.server import Sandbox
 
 
-@click.group()
+GROUP_EXAMPLE = """\b
+Example:
+    lacrm-etl sandbox serve --port 8765 --seed sample_data/crm_seed.json
+"""
+
+SERVE_EXAMPLE = """\b
+Example:
+    export LACRM_API_KEY=sandbox-key
+    lacrm-etl sandbox serve --port 8765 --seed sample_data/crm_seed.json --rate-limit 5
+    export LACRM_API_URL=http://127.0.0.1:8765/v2/
+    curl -s http://127.0.0.1:8765/_sandbox/state
+"""
+
+
+@click.group(epilog=GROUP_EXAMPLE)
 def sandbox() -> None:
-    """A local LACRM server for rehearsals, demos and tests.
-
-    \b
-    Example:
-        lacrm-etl sandbox serve --port 8765 --seed sample_data/sandbox_seed.json
-    """
+    """A local LACRM server for rehearsals, demos and tests."""
 
 
-@sandbox.command()
+@sandbox.command(epilog=SERVE_EXAMPLE)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -90,14 +99,7 @@ def serve(
     data in memory (the seed file is never written), and can misbehave on purpose: latency,
     rate limiting (429 + Retry-After), server errors, lost responses and outages. Change the
     faults while it runs with POST /_sandbox/faults; read what clients did with
-    GET /_sandbox/state.
-
-    \b
-    Example:
-        export LACRM_API_KEY=sandbox-key
-        lacrm-etl sandbox serve --port 8765 --seed sample_data/sandbox_seed.json --rate-limit 5
-        export LACRM_API_URL=http://127.0.0.1:8765/v2/
-        curl -s http://127.0.0.1:8765/_sandbox/state
+    GET /_sandbox/state. The key is never printed.
     """
     from etl.sandbox.faults import FaultInjector
     from etl.sandbox.seed import SeedError, load_seed, load_seed_file
@@ -108,7 +110,7 @@ def serve(
     try:
         store = load_seed_file(seed_file, id_seed) if seed_file else load_seed({}, id_seed)
     except SeedError as error:
-        raise click.ClickException(f"{error} Fix the seed file and start again.") from error
+        raise click.ClickException(f"{error}\nFix the seed file and start again.") from error
     settings = FaultSettings(latency, rate_limit, error_rate, lost_rate, down)
     app = Sandbox(store, api_key, FaultInjector(settings, fault_seed))
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +20,7 @@ from etl.sandbox.testing import (
     JANE_ID,
     JOHN_ID,
     JOHN_JANE_RELATIONSHIP_ID,
+    SERVE_COMMAND,
     RunningSandbox,
     example_seed,
     start_sandbox,
@@ -321,3 +326,28 @@ def test_sigterm_stops_the_server_cleanly(start_sandbox: Any) -> None:
     running.post("GetContacts")
     running.process.terminate()
     assert running.process.wait(5) == 0
+
+
+def test_the_key_is_never_printed_and_ctrl_c_stops_cleanly(tmp_path: Any) -> None:
+    secret = "sandbox-secret-0123456789"
+    command = [sys.executable, *SERVE_COMMAND]
+    env = {**os.environ, "LACRM_API_KEY": secret}
+    with (tmp_path / "err").open("wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline().decode()
+        assert first_line.startswith("Sandbox LACRM listening on http://127.0.0.1:")
+        url = first_line.split()[-1]
+        httpx.post(url, json={"Function": "GetContacts"}, headers={"Authorization": "wrong"})
+        process.send_signal(signal.SIGINT)
+        assert process.wait(5) == 0
+        output = first_line + process.stdout.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert output.count("\n") == 1
+    assert secret not in output + (tmp_path / "err").read_text()
