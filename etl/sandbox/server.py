@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -249,13 +251,22 @@ class SandboxServer:
                 return
             if request is None:
                 return
-            response = await self.sandbox.respond(request, from_loopback)
+            response = await self._respond_or_report(request, from_loopback)
             if isinstance(response, Drop):
                 return
             writer.write(response.encode(request.keep_alive))
             await writer.drain()
             if not request.keep_alive:
                 return
+
+    async def _respond_or_report(self, request: Request, from_loopback: bool) -> Response | Drop:
+        try:
+            return await self.sandbox.respond(request, from_loopback)
+        except Exception:
+            # A bug in the sandbox must not look like an injected fault: say so on stderr.
+            traceback.print_exc(file=sys.stderr)
+            error = {"ErrorCode": "SandboxBug", "ErrorDescription": "See the sandbox's stderr."}
+            return json_response(500, error)
 
 
 async def serve(
