@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -279,6 +280,20 @@ def test_latency_delays_every_api_request(sandbox: RunningSandbox) -> None:
     started = time.monotonic()
     sandbox.state()
     assert time.monotonic() - started < 0.3, "control endpoints see no faults"
+
+
+def test_slow_requests_on_many_connections_overlap(sandbox: RunningSandbox) -> None:
+    sandbox.set_faults(latency=0.4)
+    body = {"Function": "GetContact", "Parameters": {"ContactId": JOHN_ID}}
+
+    async def eight_at_once() -> list[int]:
+        async with httpx.AsyncClient(headers={"Authorization": sandbox.api_key}) as client:
+            requests = [client.post(sandbox.url, json=body) for _ in range(8)]
+            return [response.status_code for response in await asyncio.gather(*requests)]
+
+    started = time.monotonic()
+    assert asyncio.run(eight_at_once()) == [200] * 8
+    assert time.monotonic() - started < 8 * 0.4 / 2
 
 
 def test_down_drops_every_api_request_without_effect(sandbox: RunningSandbox) -> None:
