@@ -14,11 +14,20 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from pyexpat import ExpatError
+from xml.etree import ElementTree
 
+import fastexcel
 import polars as pl
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+from defusedxml.ElementTree import fromstring as defused_fromstring
+from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
 
 META_COLUMNS = ("row_id", "source", "sheet", "row")
 TEXT_EXTENSIONS = (".csv", ".tsv", ".txt")
@@ -318,10 +327,454 @@ def first_line(message: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Workbooks
+#
+# Values come from calamine (fastexcel), fast and as strings. What calamine does not say -
+# where the sheet starts, which cells Excel stored as numbers, dates, booleans, merged
+# ranges - comes from one streaming pass over the sheet's XML (expat hardened by defusedxml),
+# which costs far less than reading the cells through openpyxl.
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PACKAGE_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+# A workbook's XML compresses well, but not a thousandfold; a zip bomb does.
+MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+MAX_COMPRESSION_RATIO = 200
+_RATIO_APPLIES_ABOVE = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class SheetInfo:
+    name: str
+    path: str  # the member of the zip holding the sheet's XML
+    hidden: bool
+
+
+@dataclass
+class SheetScan:
+    """What the XML pass learns about a sheet; rows and columns 1-based, as Excel counts."""
+
+    first_row: int = 0
+    first_col: int = 0
+    numeric: list[tuple[int, int]] = field(default_factory=list)
+    dates: list[tuple[int, int, str]] = field(default_factory=list)  # (row, col, kind)
+    booleans: list[tuple[int, int]] = field(default_factory=list)
+    merges: list[tuple[int, int, int, int]] = field(default_factory=list)  # r1, c1, r2, c2
 
 
 def read_workbook(file: Path, sheet: str | int | None) -> Grid:
-    raise ExtractError(f"{file}: Excel files are not supported yet; save it as CSV UTF-8.")
+    check_workbook_file(file)
+    with zipfile.ZipFile(file) as archive:
+        sheets = list_sheets(archive, file)
+        date_styles = read_date_styles(archive)
+        chosen, values, notes = choose_sheet(file, sheets, sheet)
+        scan = scan_sheet(archive, chosen.path, date_styles)
+    frame = grid_frame(values, scan)
+    return Grid(
+        frame=frame,
+        sheet=chosen.name,
+        notes=notes,
+        numeric=scan_frame(scan.numeric, scan).select("row", "col"),
+    )
+
+
+def check_workbook_file(file: Path) -> None:
+    """Refuse, with a way forward, anything that is not a readable .xlsx/.xlsm."""
+    extension = file.suffix.lower()
+    if file.stat().st_size == 0:
+        raise ExtractError(f"{file}: the file is empty.")
+    if extension in (".xls", ".ods"):
+        raise ExtractError(
+            f"{file}: {extension} workbooks do not say which cells hold numbers, which the "
+            "tool needs to keep ids exact; open it in Excel or LibreOffice, save it as .xlsx "
+            "(or CSV UTF-8) and import that."
+        )
+    with file.open("rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_OLE2_MAGIC):
+        raise ExtractError(ole2_message(file))
+    if not head.startswith(_ZIP_MAGIC):
+        raise ExtractError(
+            f"{file}: named {extension} but not an Excel workbook (it looks like a text "
+            "file); if it is CSV, rename it to .csv."
+        )
+    try:
+        with zipfile.ZipFile(file) as archive:
+            check_zip_sizes(archive, file)
+            if "xl/workbook.xml" not in archive.namelist():
+                raise ExtractError(
+                    f"{file}: a zip archive, but not an Excel workbook (it has no "
+                    "xl/workbook.xml); save the spreadsheet from Excel as .xlsx."
+                )
+    except zipfile.BadZipFile:
+        raise ExtractError(
+            f"{file}: the workbook is damaged (not a readable zip); open it in Excel and "
+            "save it again."
+        ) from None
+
+
+def ole2_message(file: Path) -> str:
+    if "EncryptedPackage".encode("utf-16-le") in file.read_bytes():
+        return (
+            f"{file}: the workbook is password-protected (encrypted); open it in Excel, "
+            "remove the password (File > Info > Protect Workbook), save, and import again."
+        )
+    return (
+        f"{file}: an old Excel 97-2003 workbook named {file.suffix}; open it in Excel, "
+        "save it as .xlsx, and import that."
+    )
+
+
+def check_zip_sizes(archive: zipfile.ZipFile, file: Path) -> None:
+    """Refuse zip bombs from the central directory alone, before anything is inflated."""
+    total = 0
+    for member in archive.infolist():
+        total += member.file_size
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > _RATIO_APPLIES_ABOVE and ratio > MAX_COMPRESSION_RATIO:
+            raise ExtractError(too_big_message(file, member.filename))
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise ExtractError(too_big_message(file, "the workbook"))
+
+
+def too_big_message(file: Path, what: str) -> str:
+    return (
+        f"{file}: refused: {what} would unpack to far more data than a spreadsheet holds "
+        "(a damaged or hostile file); export the sheet as CSV UTF-8 and import that."
+    )
+
+
+def list_sheets(archive: zipfile.ZipFile, file: Path) -> list[SheetInfo]:
+    try:
+        workbook = parse_xml(archive.read("xl/workbook.xml"))
+        rels = parse_xml(archive.read("xl/_rels/workbook.xml.rels"))
+    except (KeyError, ElementTree.ParseError, DefusedXmlException) as error:
+        raise ExtractError(
+            f"{file}: the workbook's structure cannot be read ({error}); open it in Excel "
+            "and save it again."
+        ) from None
+    targets = {
+        rel.get("Id"): rel.get("Target", "")
+        for rel in rels.iter(f"{{{_PACKAGE_REL_NS}}}Relationship")
+    }
+    sheets = []
+    for element in workbook.iter(f"{{{_MAIN_NS}}}sheet"):
+        target = targets.get(element.get(f"{{{_REL_NS}}}id"), "")
+        path = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+        hidden = element.get("state", "visible") != "visible"
+        sheets.append(SheetInfo(element.get("name", ""), path, hidden))
+    if not sheets:
+        raise ExtractError(f"{file}: the workbook has no sheets.")
+    return sheets
+
+
+def parse_xml(data: bytes) -> ElementTree.Element:
+    return defused_fromstring(data, forbid_dtd=True)
+
+
+def choose_sheet(
+    file: Path, sheets: list[SheetInfo], wanted: str | int | None
+) -> tuple[SheetInfo, pl.DataFrame, list[str]]:
+    reader = open_calamine(file)
+    if wanted is not None:
+        chosen = find_sheet(file, sheets, wanted)
+        return chosen, load_values(reader, file, chosen), []
+    for info in sheets:
+        if info.hidden:
+            continue
+        values = load_values(reader, file, info)
+        if values.height and any(
+            values[name].null_count() < values.height for name in values.columns
+        ):
+            note = (
+                [] if info is sheets[0] else [f'read sheet "{info.name}", the first holding data']
+            )
+            return info, values, note
+    raise ExtractError(f"{file}: every visible sheet is empty.")
+
+
+def find_sheet(file: Path, sheets: list[SheetInfo], wanted: str | int) -> SheetInfo:
+    text = str(wanted).strip()
+    for matches in (
+        lambda info: info.name == text,
+        lambda info: info.name.casefold().strip() == text.casefold(),
+    ):
+        found = [info for info in sheets if matches(info)]
+        if found:
+            return found[0]
+    if text.isdigit() and 1 <= int(text) <= len(sheets):
+        return sheets[int(text) - 1]
+    listing = ", ".join(
+        f'{index}: "{info.name}"{" (hidden)" if info.hidden else ""}'
+        for index, info in enumerate(sheets, start=1)
+    )
+    raise ExtractError(
+        f'{file}: no sheet "{text}"; the sheets are {listing}. Use --sheet with a name or a number.'
+    )
+
+
+def open_calamine(file: Path) -> fastexcel.ExcelReader:
+    try:
+        return fastexcel.read_excel(file)
+    except fastexcel.FastExcelError as error:
+        raise ExtractError(
+            f"{file}: cannot be read as a workbook ({first_line(str(error))}); open it in "
+            "Excel and save it again."
+        ) from None
+
+
+def load_values(reader: fastexcel.ExcelReader, file: Path, info: SheetInfo) -> pl.DataFrame:
+    try:
+        sheet = reader.load_sheet(info.name, header_row=None, dtypes="string")
+        values = sheet.to_polars()
+    except fastexcel.FastExcelError as error:
+        raise ExtractError(
+            f'{file}: sheet "{info.name}" cannot be read ({first_line(str(error))}).'
+        ) from None
+    return values.rename({name: f"c{index}" for index, name in enumerate(values.columns)})
+
+
+def read_date_styles(archive: zipfile.ZipFile) -> dict[int, str]:
+    """Style index -> date | time | datetime | datetime_seconds | time_seconds."""
+    try:
+        styles = parse_xml(archive.read("xl/styles.xml"))
+    except KeyError:
+        return {}
+    custom = {
+        int(fmt.get("numFmtId", "0")): fmt.get("formatCode", "")
+        for fmt in styles.iter(f"{{{_MAIN_NS}}}numFmt")
+    }
+    cell_xfs = styles.find(f"{{{_MAIN_NS}}}cellXfs")
+    kinds: dict[int, str] = {}
+    for index, xf in enumerate(cell_xfs if cell_xfs is not None else []):
+        number_format = int(xf.get("numFmtId", "0"))
+        code = custom.get(number_format) or BUILTIN_FORMATS.get(number_format, "General")
+        if is_date_format(code):
+            kinds[index] = date_kind(code)
+    return kinds
+
+
+def date_kind(code: str) -> str:
+    tokens = re.sub(r'"[^"]*"|\[[^\]]*\]|\\.', "", code).lower()
+    has_date = "y" in tokens or "d" in tokens or re.search(r"(?<![h:])m(?!m?:)", tokens)
+    has_time = "h" in tokens or "s" in tokens
+    seconds = "_seconds" if "s" in tokens else ""
+    if has_date and has_time:
+        return f"datetime{seconds}"
+    return f"time{seconds}" if has_time else "date"
+
+
+_CELL = f"{_MAIN_NS}}}c"
+_ROW = f"{_MAIN_NS}}}row"
+_VALUE = f"{_MAIN_NS}}}v"
+_INLINE = f"{_MAIN_NS}}}is"
+_MERGE = f"{_MAIN_NS}}}mergeCell"
+
+
+class _SheetScanner:
+    """expat element-start callbacks over a sheet's XML, kept lean: this runs per cell."""
+
+    def __init__(self, date_styles: dict[int, str]) -> None:
+        self.date_styles = date_styles
+        self.scan = SheetScan()
+        self.row = 0
+        self.row_has_value = False
+        self.cells_in_row = 0
+        self.cell: dict[str, str] | None = None
+        self.columns: dict[str, int] = {}
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        if tag == _CELL:
+            self.cells_in_row += 1
+            self.cell = attributes
+        elif tag in (_VALUE, _INLINE):
+            if self.cell is not None:
+                self.valued(self.cell)
+                self.cell = None
+        elif tag == _ROW:
+            number = attributes.get("r")
+            self.row = int(number) if number else self.row + 1
+            self.row_has_value = False
+            self.cells_in_row = 0
+        elif tag == _MERGE:
+            self.merge(attributes.get("ref", ""))
+
+    def valued(self, cell: dict[str, str]) -> None:
+        cell_type = cell.get("t")
+        numeric = cell_type is None or cell_type == "n"
+        if not (numeric or cell_type == "b" or not self.row_has_value):
+            return
+        col = self.column(cell.get("r"))
+        scan = self.scan
+        if not self.row_has_value:
+            self.row_has_value = True
+            if not scan.first_row:
+                scan.first_row = self.row
+            if not scan.first_col or col < scan.first_col:
+                scan.first_col = col
+        if numeric:
+            style = cell.get("s")
+            kind = self.date_styles.get(int(style)) if style else None
+            if kind:
+                scan.dates.append((self.row, col, kind))
+            else:
+                scan.numeric.append((self.row, col))
+        elif cell_type == "b":
+            scan.booleans.append((self.row, col))
+
+    def column(self, ref: str | None) -> int:
+        if not ref:
+            return self.cells_in_row
+        letters = ref.rstrip("0123456789")
+        col = self.columns.get(letters)
+        if col is None:
+            col = self.columns[letters] = cell_position(ref)[1]
+        return col
+
+    def merge(self, ref: str) -> None:
+        first, _, last = ref.partition(":")
+        if last:
+            self.scan.merges.append((*cell_position(first), *cell_position(last)))
+
+
+def cell_position(ref: str) -> tuple[int, int]:
+    """'C5' -> (5, 3)."""
+    letters = ref.rstrip("0123456789")
+    col = 0
+    for letter in letters.upper():
+        col = col * 26 + ord(letter) - 64
+    return int(ref[len(letters) :]), col
+
+
+def scan_sheet(archive: zipfile.ZipFile, path: str, date_styles: dict[int, str]) -> SheetScan:
+    scanner = _SheetScanner(date_styles)
+    # defusedxml installs its guards (no DTD, no entities, no external references) on the
+    # expat parser; the element-start callback is ours, and ElementTree's tree-building
+    # callbacks are removed, since building a tree per cell is what makes XML reading slow.
+    parser = DefusedXMLParser(forbid_dtd=True).parser
+    for handler in (
+        "EndElementHandler",
+        "CharacterDataHandler",
+        "DefaultHandlerExpand",
+        "DefaultHandler",
+        "CommentHandler",
+        "ProcessingInstructionHandler",
+        "StartNamespaceDeclHandler",
+        "EndNamespaceDeclHandler",
+    ):
+        setattr(parser, handler, None)
+    parser.ordered_attributes = False
+    parser.StartElementHandler = scanner.start
+    try:
+        with archive.open(path) as stream:
+            while chunk := stream.read(1 << 20):
+                parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    except (KeyError, ExpatError, DefusedXmlException, zipfile.BadZipFile) as error:
+        raise ExtractError(
+            f"{archive.filename}: the sheet cannot be read ({error}); open it in Excel and "
+            "save it again."
+        ) from None
+    return scanner.scan
+
+
+def scan_frame(cells: list[tuple], scan: SheetScan, kind: bool = False) -> pl.DataFrame:
+    """Scan positions as grid coordinates: `row` as Excel counts, `col` 0-based in the grid."""
+    schema = {"row": pl.Int64, "col": pl.Int64} | ({"kind": pl.String} if kind else {})
+    frame = pl.DataFrame(cells, schema=schema, orient="row")
+    return frame.with_columns(pl.col("col") - scan.first_col)
+
+
+def grid_frame(values: pl.DataFrame, scan: SheetScan) -> pl.DataFrame:
+    first_row = scan.first_row or 1
+    frame = values.select(
+        pl.int_range(first_row, first_row + values.height, dtype=pl.Int64).alias("row"),
+        pl.all(),
+    )
+    frame = render_dates(frame, scan_frame(scan.dates, scan, kind=True))
+    frame = render_booleans(frame, scan_frame(scan.booleans, scan))
+    return fill_merges(frame, scan)
+
+
+_DATE_RENDERING = {
+    "date": (0, 10),
+    "datetime": (0, 16),
+    "datetime_seconds": (0, 19),
+    "time": (11, 5),
+    "time_seconds": (11, 8),
+}
+
+
+def render_dates(frame: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
+    """Dates as ISO text the way a person reads them: 2024-01-05, 10:30, 2024-01-05 10:30."""
+    for col in dates["col"].unique().to_list():
+        name = f"c{col}"
+        if name not in frame.columns:
+            continue
+        kinds = dates.filter(pl.col("col") == col).select("row", pl.col("kind").alias("_kind"))
+        rendered = pl.col(name)
+        for kind, (offset, length) in _DATE_RENDERING.items():
+            rendered = (
+                pl.when(pl.col("_kind") == kind)
+                .then(pl.col(name).str.slice(offset, length))
+                .otherwise(rendered)
+            )
+        frame = (
+            frame.join(kinds, on="row", how="left", maintain_order="left")
+            .with_columns(rendered.alias(name))
+            .drop("_kind")
+        )
+    return frame
+
+
+def render_booleans(frame: pl.DataFrame, booleans: pl.DataFrame) -> pl.DataFrame:
+    """TRUE/FALSE, as Excel shows them."""
+    for col in booleans["col"].unique().to_list():
+        name = f"c{col}"
+        if name not in frame.columns:
+            continue
+        rows = booleans.filter(pl.col("col") == col)["row"]
+        frame = frame.with_columns(
+            pl.when(pl.col("row").is_in(rows.implode()))
+            .then(pl.col(name).str.to_uppercase())
+            .otherwise(pl.col(name))
+            .alias(name)
+        )
+    return frame
+
+
+def fill_merges(frame: pl.DataFrame, scan: SheetScan) -> pl.DataFrame:
+    """A value merged down over several rows belongs to each of them, as a person reads it.
+
+    Only the merge's first column is filled: a merge across columns is one value, not a
+    copy per column (a section title spread over a row must not become both contacts).
+    """
+    tall = [merge for merge in scan.merges if merge[2] > merge[0]]
+    if not tall:
+        return frame
+    fills = (
+        pl.DataFrame(tall, schema=["r1", "c1", "r2", "c2"], orient="row")
+        .select(
+            (pl.col("c1") - scan.first_col).alias("col"),
+            pl.col("r1").alias("anchor"),
+            pl.int_ranges(pl.col("r1") + 1, pl.col("r2") + 1).alias("row"),
+        )
+        .explode("row")
+    )
+    for col in fills["col"].unique().to_list():
+        name = f"c{col}"
+        if name not in frame.columns:
+            continue
+        anchors = fills.filter(pl.col("col") == col).select("row", "anchor")
+        anchor_values = frame.select(pl.col("row").alias("anchor"), pl.col(name).alias("_fill"))
+        frame = (
+            frame.join(anchors, on="row", how="left", maintain_order="left")
+            .join(anchor_values, on="anchor", how="left", maintain_order="left")
+            .with_columns(pl.coalesce(name, "_fill").alias(name))
+            .drop("anchor", "_fill")
+        )
+    return frame
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,15 +783,18 @@ def read_workbook(file: Path, sheet: str | int | None) -> Grid:
 
 def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
     cells = [name for name in grid.frame.columns if name != "row"]
-    frame = grid.frame.with_columns(clean_text(name) for name in cells)
+    fold = columns_needing_fold(grid.frame, cells)
+    frame = grid.frame.with_columns(clean_text(name, name in fold) for name in cells)
     header = header_values(frame, cells, header_row, path)
-    data = frame.filter(pl.col("row") > header_row)
+    # Grid rows are consecutive, so slicing (free) finds the data below the header.
+    data = frame.slice(header_row - frame["row"][0] + 1)
     notes = list(grid.notes)
     names = column_names(header, data, cells, path, notes)
     data = data.select("row", *(pl.col(cell).alias(name) for cell, name in names.items()))
     blank = pl.all_horizontal(pl.exclude("row").is_null()) if names else pl.lit(True)
-    blank_rows = data.filter(blank).height
-    data = data.filter(~blank)
+    blank_rows = data.select(blank.sum()).item() if names else data.height
+    if blank_rows:
+        data = data.filter(~blank)
     if data.height == 0:
         raise ExtractError(
             f"{path}: the header (row {header_row}) is there but there are no data rows "
@@ -348,14 +804,32 @@ def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
     return Table(data, list(names.values()), grid.sheet, blank_rows, notes, numeric)
 
 
-def clean_text(name: str) -> pl.Expr:
-    text = pl.col(name).str.replace_many(_SPACE_FOLDS).str.strip_chars()
-    return pl.when(text.str.len_bytes() > 0).then(text).alias(name)
+def columns_needing_fold(frame: pl.DataFrame, cells: list[str]) -> set[str]:
+    """Columns holding a character to fold; found cheaply, as folding costs a full copy."""
+    if not cells:
+        return set()
+    non_ascii = frame.select(
+        (pl.col(name).str.len_bytes() != pl.col(name).str.len_chars()).any() for name in cells
+    ).row(0)
+    candidates = [name for name, flag in zip(cells, non_ascii, strict=True) if flag]
+    if not candidates:
+        return set()
+    pattern = "[" + "".join(_SPACE_FOLDS) + "]"
+    found = frame.select(pl.col(name).str.contains(pattern).any() for name in candidates).row(0)
+    return {name for name, flag in zip(candidates, found, strict=True) if flag}
+
+
+def clean_text(name: str, fold: bool) -> pl.Expr:
+    text = pl.col(name).str.replace_many(_SPACE_FOLDS) if fold else pl.col(name)
+    return text.str.strip_chars().replace("", None).alias(name)
 
 
 def header_values(frame: pl.DataFrame, cells: list[str], header_row: int, path: str) -> list:
-    header = frame.filter(pl.col("row") == header_row)
-    values = list(header.row(0)[1:]) if header.height else [None] * len(cells)
+    if frame.height == 0:
+        raise ExtractError(f"{path}: the file is empty (no cell holds a value).")
+    index = header_row - frame["row"][0]
+    inside = 0 <= index < frame.height
+    values = list(frame.row(index)[1:]) if inside else [None] * len(cells)
     if any(value is not None for value in values):
         return values
     filled = frame.filter(~pl.all_horizontal(pl.exclude("row").is_null()))
