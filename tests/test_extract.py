@@ -1,0 +1,408 @@
+"""extract: real files written by the tests, in each encoding, delimiter and workbook shape."""
+
+from __future__ import annotations
+
+import datetime
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openpyxl import Workbook
+
+from etl.extract import ExtractError, extract
+
+ID_31 = "0123456789012345678901234567890"
+ID_31_B = "9876543210987654321098765432109"
+
+
+def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = folder / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def workbook(folder: Path, name: str, rows: list[list], **sheets: list[list]) -> Path:
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "People"
+    for row in rows:
+        sheet.append(row)
+    for title, extra in sheets.items():
+        other = book.create_sheet(title)
+        for row in extra:
+            other.append(row)
+    path = folder / name
+    book.save(path)
+    return path
+
+
+def values(extracted, column: str) -> list:
+    return extracted.rows[column].to_list()
+
+
+# --- text files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [
+        ("utf-8", ","),
+        ("utf-8-sig", ";"),
+        ("utf-16", "\t"),
+        ("cp1252", "|"),
+        ("utf-8", "\t"),
+    ],
+)
+def test_text_files_in_each_encoding_and_delimiter(tmp_path, encoding, delimiter):
+    lines = [["Person", "Related To", "Notes"], [ID_31, "José Müller", "café, “quoted”"]]
+    text = "\r\n".join(delimiter.join(f'"{cell}"' for cell in line) for line in lines) + "\r\n"
+    path = write(tmp_path, "people.csv", text, encoding)
+    extracted = extract([path])
+    assert extracted.columns == ["Person", "Related To", "Notes"]
+    assert values(extracted, "Person") == [ID_31]
+    assert values(extracted, "Related To") == ["José Müller"]
+    assert values(extracted, "Notes") == ["café, “quoted”"]
+    assert extracted.numeric_cells.height == 0
+
+
+def test_legacy_encoding_is_named_in_notes(tmp_path):
+    path = write(tmp_path, "old.csv", "Person,Related To\nRené,Zoë\n", "cp1252")
+    extracted = extract([path])
+    assert values(extracted, "Person") == ["René"]
+    assert any("Windows-1252" in note for note in extracted.notes)
+
+
+def test_latin1_when_not_cp1252(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"Person,Related To\nA\x81b,Zo\xeb\n")  # 0x81 is undefined in cp1252
+    extracted = extract([path])
+    assert any("Latin-1" in note for note in extracted.notes)
+    assert values(extracted, "Related To") == ["Zoë"]
+
+
+def test_utf16_excel_unicode_text(tmp_path):
+    path = write(tmp_path, "unicode.txt", "Person\tRelated To\nAnn\tBob\n", "utf-16")
+    extracted = extract([path])
+    assert values(extracted, "Related To") == ["Bob"]
+    assert any("UTF-16" in note for note in extracted.notes)
+
+
+def test_strings_only_leading_zeros_ids_and_no_inference(tmp_path):
+    text = f"Person,Zip,Amount,Flag,Date\n{ID_31},01234,1e5,true,2024-01-05\n"
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert extracted.rows.row(0)[4:] == (ID_31, "01234", "1e5", "true", "2024-01-05")
+    assert all(extracted.rows[name].dtype == pl.String for name in extracted.columns)
+
+
+def test_frame_shape_and_types(tmp_path):
+    extracted = extract([write(tmp_path, "a.csv", "A,B\n1,2\n3,4\n")])
+    assert extracted.rows.columns == ["row_id", "source", "sheet", "row", "A", "B"]
+    assert extracted.rows.schema["row_id"] == pl.UInt32
+    assert extracted.rows.schema["row"] == pl.Int64
+    assert values(extracted, "sheet") == ["", ""]
+    assert extracted.numeric_cells.schema == pl.Schema({"row_id": pl.UInt32, "column": pl.String})
+
+
+def test_trim_fold_empty_and_blank_rows(tmp_path):
+    text = "Person,Related To\n  Ann\u00a0Lee  , Bob \n\n , \n,\nCarl,\u200bDee\n"
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Person") == ["Ann Lee", "Carl"]
+    assert values(extracted, "Related To") == ["Bob", "Dee"]
+    assert values(extracted, "row") == [2, 6]
+    assert extracted.blank_rows == 3
+
+
+def test_quoted_newlines_keep_record_numbers(tmp_path):
+    text = 'Person,Notes\nAnn,"line one\nline two"\nBob,plain\n'
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Notes") == ["line one\nline two", "plain"]
+    assert values(extracted, "row") == [2, 3]
+
+
+def test_header_row(tmp_path):
+    text = "Exported from OldCRM\n\nPerson,Related To\nAnn,Bob\n"
+    extracted = extract([write(tmp_path, "a.csv", text)], header_row=3)
+    assert values(extracted, "row") == [4]
+    assert values(extracted, "Person") == ["Ann"]
+
+
+def test_ragged_rows_missing_cells_are_null(tmp_path):
+    extracted = extract([write(tmp_path, "a.csv", "A,B,C\n1\n2,3\n")])
+    assert values(extracted, "C") == [None, None]
+    assert values(extracted, "B") == [None, "3"]
+
+
+def test_extra_cells_with_data_name_the_row(tmp_path):
+    path = write(tmp_path, "a.csv", "Person,Related To\nAnn,Bob\nSmith, John,Carl\n")
+    with pytest.raises(ExtractError, match=r"row 3 has 3 cells but the header has 2.*quotes"):
+        extract([path])
+
+
+def test_extra_empty_cells_are_ignored(tmp_path):
+    extracted = extract([write(tmp_path, "a.csv", "Person,Related To\nAnn,Bob,,\n")])
+    assert values(extracted, "Related To") == ["Bob"]
+    assert any("ignored" in note for note in extracted.notes)
+
+
+def test_several_sources_union_of_columns(tmp_path):
+    first = write(tmp_path, "a.csv", "Person,Related To\nAnn,Bob\n")
+    second = write(tmp_path, "b.csv", "Person;Email\nCarl;c@x.org\n\nDee;d@x.org\n")
+    extracted = extract([first, second])
+    assert extracted.columns == ["Person", "Related To", "Email"]
+    assert values(extracted, "row_id") == [0, 1, 2]
+    assert values(extracted, "source") == [str(first), str(second), str(second)]
+    assert values(extracted, "row") == [2, 2, 4]
+    assert values(extracted, "Email") == [None, "c@x.org", "d@x.org"]
+    assert extracted.blank_rows == 1
+
+
+def test_meta_column_names_are_renamed(tmp_path):
+    extracted = extract([write(tmp_path, "failed.csv", "source,row,Person\nold.csv,7,Ann\n")])
+    assert extracted.columns == ["source (input)", "row (input)", "Person"]
+    assert values(extracted, "row (input)") == ["7"]
+    assert values(extracted, "row") == [2]
+    assert any('"row (input)"' in note for note in extracted.notes)
+
+
+def test_unnamed_columns(tmp_path):
+    extracted = extract([write(tmp_path, "a.csv", ",Person,\n0,Ann,\n1,Bob,\n")])
+    assert extracted.columns == ["Column A", "Person"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", "", "empty"),
+        ("blank.csv", "\n\n,,\n", "empty"),
+        ("header.csv", "Person,Related To\n", "no data rows"),
+        ("dupes.csv", "Email,Name,Email\na,b,c\n", 'has "Email" twice \\(columns A and C\\)'),
+        ("people.json", "{}", "unsupported file type .json"),
+        ("binary.csv", bytes(range(256)).decode("latin-1") * 4, "binary data"),
+    ],
+)
+def test_bad_text_input(tmp_path, name, content, message):
+    path = write(tmp_path, name, content, "latin-1")
+    with pytest.raises(ExtractError, match=message):
+        extract([path])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ExtractError, match="no such file"):
+        extract([tmp_path / "nope.csv"])
+
+
+def test_header_row_beyond_the_data(tmp_path):
+    path = write(tmp_path, "a.csv", "\n\nPerson\nAnn\n")
+    with pytest.raises(ExtractError, match="use --header-row 3"):
+        extract([path])
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cells=st.lists(
+        st.lists(
+            st.text(
+                alphabet=st.characters(
+                    blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp", "Cf"),
+                ),
+                min_size=1,
+                max_size=12,
+            ),
+            min_size=2,
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    delimiter=st.sampled_from([",", ";", "\t", "|"]),
+)
+def test_any_text_round_trips(tmp_path, cells, delimiter):
+    def quoted(cell: str) -> str:
+        return '"' + cell.replace('"', '""') + '"'
+
+    lines = [delimiter.join(["Person", "Related To"])]
+    lines += [delimiter.join(quoted(cell) for cell in row) for row in cells]
+    path = write(tmp_path, "fuzz.csv", "\n".join(lines) + "\n")
+    extracted = extract([path])
+    assert extracted.rows.select("Person", "Related To").rows() == [tuple(row) for row in cells]
+    assert values(extracted, "row") == list(range(2, len(cells) + 2))
+
+
+# --- workbooks ------------------------------------------------------------------------
+
+
+def test_xlsx_text_ids_exact_and_numeric_ids_flagged(tmp_path):
+    path = workbook(
+        tmp_path,
+        "ids.xlsx",
+        [
+            ["Person", "Related To", "Notes"],
+            [ID_31, ID_31_B, 42],
+            [int(ID_31_B), "Ann", 4.5],
+        ],
+    )
+    extracted = extract([path])
+    assert values(extracted, "Person")[0] == ID_31
+    assert values(extracted, "Related To")[0] == ID_31_B
+    assert values(extracted, "Notes") == ["42", "4.5"]
+    assert extracted.numeric_cells.sort("row_id", "column").rows() == [
+        (0, "Notes"),
+        (1, "Notes"),
+        (1, "Person"),
+    ]
+
+
+def test_xlsx_dates_booleans_and_numbers_read_as_a_person_sees_them(tmp_path):
+    path = workbook(
+        tmp_path,
+        "kinds.xlsx",
+        [
+            ["Person", "Since", "When", "Time", "Active"],
+            [
+                "Ann",
+                datetime.date(2024, 1, 5),
+                datetime.datetime(2024, 1, 5, 10, 3, 4),
+                datetime.time(9, 30),
+                True,
+            ],
+        ],
+    )
+    row = extract([path]).rows.row(0)[4:]
+    assert row == ("Ann", "2024-01-05", "2024-01-05 10:03:04", "09:30:00", "TRUE")
+
+
+def test_xlsx_first_sheet_with_data_hidden_sheets_skipped(tmp_path):
+    book = Workbook()
+    book.active.title = "Cover"
+    hidden = book.create_sheet("Old")
+    hidden.append(["Person"])
+    hidden.append(["Zed"])
+    hidden.sheet_state = "hidden"
+    data = book.create_sheet("Data")
+    data.append(["Person", "Related To"])
+    data.append(["Ann", "Bob"])
+    path = tmp_path / "book.xlsx"
+    book.save(path)
+    extracted = extract([path])
+    assert values(extracted, "sheet") == ["Data"]
+    assert any('"Data"' in note for note in extracted.notes)
+    assert values(extract([path], sheet="Old"), "Person") == ["Zed"]
+    assert values(extract([path], sheet=3), "Person") == ["Ann"]
+    assert values(extract([path], sheet="3"), "Person") == ["Ann"]
+
+
+def test_xlsx_unknown_sheet_lists_the_sheets(tmp_path):
+    path = workbook(tmp_path, "b.xlsx", [["Person"], ["Ann"]], Extra=[["X"], ["1"]])
+    with pytest.raises(
+        ExtractError, match=r'no sheet "Nope"; the sheets are 1: "People", 2: "Extra"'
+    ):
+        extract([path], sheet="Nope")
+
+
+def test_xlsx_offset_data_blank_rows_and_trailing_formatting(tmp_path):
+    book = Workbook()
+    sheet = book.active
+    sheet["B3"], sheet["C3"] = "Person", "Related To"
+    sheet["B4"], sheet["C4"] = "Ann", "Bob"
+    sheet["B6"], sheet["C6"] = "Carl", "Dee"
+    sheet["B50"].number_format = "0.00"  # formatted, never filled
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    extracted = extract([path], header_row=3)
+    assert values(extracted, "row") == [4, 6]
+    assert values(extracted, "Person") == ["Ann", "Carl"]
+    assert extracted.blank_rows == 1
+    with pytest.raises(ExtractError, match="use --header-row 3"):
+        extract([path])
+
+
+def test_xlsx_merged_cells_fill_down_not_across(tmp_path):
+    book = Workbook()
+    sheet = book.active
+    for row in (["Person", "Related To", "Notes"], ["Ann", "Bob", "x"], [None, "Carl", "y"]):
+        sheet.append(row)
+    sheet.append(["Section", None, None])
+    sheet.merge_cells("A2:A3")
+    sheet.merge_cells("A4:C4")
+    path = tmp_path / "merged.xlsx"
+    book.save(path)
+    extracted = extract([path])
+    assert values(extracted, "Person") == ["Ann", "Ann", "Section"]
+    assert values(extracted, "Related To") == ["Bob", "Carl", None]
+
+
+def test_xlsx_and_csv_together(tmp_path):
+    csv_path = write(tmp_path, "a.csv", "Person,Related To\nAnn,Bob\n")
+    xlsx_path = workbook(tmp_path, "b.xlsx", [["Person", "Email"], [5, "e@x.org"]])
+    extracted = extract([csv_path, xlsx_path])
+    assert values(extracted, "sheet") == ["", "People"]
+    assert extracted.numeric_cells.rows() == [(1, "Person")]
+
+
+def test_text_file_named_xlsx(tmp_path):
+    path = write(tmp_path, "fake.xlsx", "Person,Related To\nAnn,Bob\n")
+    with pytest.raises(ExtractError, match=r"not an Excel workbook.*rename it to \.csv"):
+        extract([path])
+
+
+def test_zip_that_is_not_a_workbook(tmp_path):
+    path = tmp_path / "archive.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ExtractError, match="zip archive, but not an Excel workbook"):
+        extract([path])
+
+
+def test_encrypted_workbook(tmp_path):
+    path = tmp_path / "secret.xlsx"
+    ole2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504
+    path.write_bytes(ole2 + "EncryptedPackage".encode("utf-16-le") + b"\x00" * 512)
+    with pytest.raises(ExtractError, match=r"password-protected.*remove the password"):
+        extract([path])
+
+
+def test_zip_bomb_refused_from_the_directory(tmp_path):
+    path = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        with archive.open("xl/worksheets/sheet1.xml", "w") as member:
+            block = b"\x00" * (1 << 20)
+            for _ in range(300):
+                member.write(block)
+    with pytest.raises(ExtractError, match="refused"):
+        extract([path])
+
+
+def test_xls_and_ods_say_how_to_convert(tmp_path):
+    path = write(tmp_path, "old.xls", "whatever")
+    with pytest.raises(ExtractError, match=r"save it as \.xlsx"):
+        extract([path])
+
+
+def test_xlsx_duplicate_and_header_only(tmp_path):
+    dupes = workbook(tmp_path, "d.xlsx", [["Person", "Person"], ["a", "b"]])
+    with pytest.raises(ExtractError, match='"Person" twice'):
+        extract([dupes])
+    header_only = workbook(tmp_path, "h.xlsx", [["Person", "Related To"]])
+    with pytest.raises(ExtractError, match="no data rows"):
+        extract([header_only])
+
+
+def test_formulas_read_their_cached_values(tmp_path):
+    path = workbook(tmp_path, "f.xlsx", [["Person", "Related To"], ["Ann", "Bob"]])
+    # openpyxl cannot compute formulas; write the cached value the way Excel stores it.
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    sheet = members["xl/worksheets/sheet1.xml"].decode()
+    sheet = sheet.replace(
+        '<c r="B2" t="inlineStr"><is><t>Bob</t></is></c>',
+        '<c r="B2" t="str"><f>UPPER("bob")</f><v>BOB</v></c>',
+    )
+    members["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert values(extract([path]), "Related To") == ["BOB"]
