@@ -331,14 +331,15 @@ def render_notes(rows: pl.DataFrame, template: str | None) -> pl.Series:
         return pl.Series("note", [None] * rows.height, dtype=pl.String)
     parsed = parse_template(template)
     referenced = parsed.columns()
+    if not referenced:
+        text = "".join(value for _, value in parsed.parts).strip() or None
+        return pl.repeat(text, rows.height, dtype=pl.String, eager=True).alias("note")
     pieces = [
         pl.col(value).cast(pl.String).fill_null("") if kind == "column" else pl.lit(value)
         for kind, value in parsed.parts
     ]
-    text = pl.concat_str(pieces) if pieces else pl.lit("")
-    if referenced:
-        everything_empty = pl.all_horizontal(pl.col(column).is_null() for column in referenced)
-        text = pl.when(everything_empty).then(None).otherwise(text.str.strip_chars())
+    everything_empty = pl.all_horizontal(pl.col(column).is_null() for column in referenced)
+    text = pl.when(everything_empty).then(None).otherwise(pl.concat_str(pieces).str.strip_chars())
     return rows.select(text.cast(pl.String).alias("note")).to_series()
 
 
