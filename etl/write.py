@@ -1,0 +1,353 @@
+"""Execute a run's creates exactly once, and roll a run back.
+
+Each create is journaled `sending` before its request leaves. When the outcome is unknown (a lost
+response, a 5xx, a crash) the pair is read back before anything is sent again: a relationship
+joining the two contacts that no other ledger entry accounts for, with the planned note, is the
+one this create made. Only if there is none is the create sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import polars as pl
+from tqdm import tqdm
+
+from etl.lacrm import ApiError, LacrmClient, TransientError
+from etl.ledger import CreateIntent, Ledger, LedgerError
+
+ATTACHED = "GetRelationshipsAttachedToContact"
+MAX_SENDS_PER_CREATE = 8
+EXTRA_WORKERS = 2
+
+Item = TypeVar("Item")
+
+
+class WriteError(LedgerError):
+    """The run cannot be written or rolled back as asked; the message says why."""
+
+
+@dataclass
+class WriteStats:
+    """What one `execute` call did. `sends` counts CreateRelationship requests it made."""
+
+    created: int = 0
+    failed: int = 0
+    already_final: int = 0
+    sends: int = 0
+    settled_created: int = 0
+    settled_absent: int = 0
+    settle_reads: int = 0
+    seconds: float = 0.0
+
+    @property
+    def creates_per_second(self) -> float:
+        return self.created / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class RollbackStats:
+    deleted: int = 0
+    already_gone: int = 0
+    failed: int = 0
+    settled_created: int = 0
+    settled_absent: int = 0
+    seconds: float = 0.0
+
+
+PREVIEW_SCHEMA = {
+    "row_id": pl.UInt32,
+    "contact_id_1": pl.String,
+    "contact_id_2": pl.String,
+    "note": pl.String,
+    "relationship_id": pl.String,
+    "state": pl.String,
+}
+
+
+async def execute(
+    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool = False
+) -> WriteStats:
+    """Create every unfinished create of the run exactly once; the run ends `finished`.
+
+    Raises AuthError, Unreachable, RateLimited or TransientError (the CRM kept failing): the run
+    is left `aborted`, and calling `execute` again resumes it.
+    """
+    info = ledger.run(run_id)
+    if info.state == "rolled_back":
+        raise WriteError(f"run {run_id} was rolled back; import the file again for a new run")
+    intents = ledger.unfinished_creates(run_id)
+    counts = info.counts
+    total = counts["pending"] + counts["sending"] + counts["created"] + counts["failed"]
+    stats = WriteStats(already_final=total - len(intents))
+    ledger.set_state(run_id, "writing")
+    started = time.perf_counter()
+    with _bar(progress, total, stats.already_final, "creating") as bar:
+        writer = _Writer(client, ledger, run_id, stats, intents)
+
+        async def complete(intent: CreateIntent) -> None:
+            await writer.complete(intent)
+            bar.update(1)
+
+        try:
+            await _run_pool(intents, complete, _workers(client))
+        except BaseException:
+            ledger.set_state(run_id, "aborted")
+            raise
+        finally:
+            stats.seconds = time.perf_counter() - started
+    ledger.set_state(run_id, "finished")
+    return stats
+
+
+def rollback_preview(ledger: Ledger, run_id: str) -> pl.DataFrame:
+    """What `rollback` would delete: state `created` (a known id) or `unsettled` (sent, outcome
+    unknown: rollback reads it back first and deletes it only if it exists)."""
+    rows = [
+        (c.row_id, c.contact_id_1, c.contact_id_2, c.note, c.relationship_id, "created")
+        for c in ledger.created_relationships(run_id)
+        if not c.deleted
+    ]
+    rows += [
+        (i.row_id, i.contact_id_1, i.contact_id_2, i.note, None, "unsettled")
+        for i in ledger.sending_creates(run_id)
+    ]
+    frame = pl.DataFrame(rows, schema=PREVIEW_SCHEMA, orient="row")
+    return frame.sort("row_id")
+
+
+async def rollback(
+    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool = False
+) -> RollbackStats:
+    """Delete exactly the relationships this run created, recording each deletion.
+
+    Creates left `sending` are read back first (never sent again). Run it again after any
+    failure: it continues where it stopped. The run ends `rolled_back` once nothing is left.
+    """
+    ledger.run(run_id)
+    started = time.perf_counter()
+    stats = RollbackStats()
+    write_stats = WriteStats()
+    unsettled = ledger.sending_creates(run_id)
+    writer = _Writer(client, ledger, run_id, write_stats, unsettled)
+    await _run_pool(unsettled, writer.settle_without_sending, _workers(client))
+    stats.settled_created = write_stats.settled_created
+    stats.settled_absent = write_stats.settled_absent
+    targets = [c for c in ledger.created_relationships(run_id) if not c.deleted]
+    with _bar(progress, len(targets), 0, "deleting") as bar:
+        deleter = _Deleter(client, ledger, run_id, stats)
+
+        async def delete(target: Any) -> None:
+            await deleter.delete(target.row_id, target.relationship_id)
+            bar.update(1)
+
+        await _run_pool(targets, delete, _workers(client))
+    if stats.failed == 0:
+        ledger.set_state(run_id, "rolled_back")
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+class _Writer:
+    """Creates and settles the creates of one run."""
+
+    def __init__(
+        self,
+        client: LacrmClient,
+        ledger: Ledger,
+        run_id: str,
+        stats: WriteStats,
+        intents: Iterable[CreateIntent],
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.run_id = run_id
+        self.stats = stats
+        self._pair_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Reading the side that appears in fewer of this run's pairs is likely the cheaper read.
+        self._degree = Counter(c for i in intents for c in (i.contact_id_1, i.contact_id_2))
+
+    async def complete(self, intent: CreateIntent) -> None:
+        async with self._lock_for(intent):
+            if intent.state == "sending" and await self._settle(intent):
+                return
+            for _ in range(MAX_SENDS_PER_CREATE):
+                if await self._send(intent):
+                    return
+                if await self._settle(intent):
+                    return
+        raise TransientError(
+            f"row {intent.row_id}: {MAX_SENDS_PER_CREATE} creates got no answer and made"
+            " nothing; the CRM is unreliable right now, resume the run later"
+        )
+
+    async def settle_without_sending(self, intent: CreateIntent) -> None:
+        async with self._lock_for(intent):
+            if not await self._settle(intent):
+                self.ledger.mark_pending(self.run_id, intent.row_id)
+
+    async def _send(self, intent: CreateIntent) -> bool:
+        """One CreateRelationship; True when the create reached a final state."""
+        self.ledger.mark_sending(self.run_id, intent.row_id)
+        params: dict[str, Any] = {
+            "ContactId1": intent.contact_id_1,
+            "ContactId2": intent.contact_id_2,
+        }
+        if intent.note is not None:
+            params["Note"] = intent.note
+        self.stats.sends += 1
+        try:
+            result = await self.client.call("CreateRelationship", params, idempotent=False)
+        except ApiError as error:
+            self.ledger.mark_failed(self.run_id, intent.row_id, error.code, error.description)
+            self.stats.failed += 1
+            return True
+        except TransientError:
+            return False
+        relationship_id = result.get("RelationshipId") if isinstance(result, dict) else None
+        if not relationship_id:
+            return False  # it answered, but not what was made: read it back
+        self.ledger.mark_created(self.run_id, intent.row_id, str(relationship_id))
+        self.stats.created += 1
+        return True
+
+    async def _settle(self, intent: CreateIntent) -> bool:
+        """Read the pair back; True (and recorded `created`) if this create made it."""
+        found = await self._relationships_joining(intent)
+        claimed = self.ledger.claimed(rel["RelationshipId"] for rel in found)
+        ours = [
+            rel
+            for rel in found
+            if rel["RelationshipId"] not in claimed and _same_note(rel.get("Note"), intent.note)
+        ]
+        if not ours:
+            self.stats.settled_absent += 1
+            return False
+        newest = max(
+            ours, key=lambda rel: (str(rel.get("DateCreated") or ""), rel["RelationshipId"])
+        )
+        self.ledger.mark_created(self.run_id, intent.row_id, newest["RelationshipId"])
+        self.stats.settled_created += 1
+        self.stats.created += 1
+        return True
+
+    async def _relationships_joining(self, intent: CreateIntent) -> list[dict[str, Any]]:
+        pair = {intent.contact_id_1, intent.contact_id_2}
+        side = min((intent.contact_id_1, intent.contact_id_2), key=lambda c: (self._degree[c], c))
+        found: list[dict[str, Any]] = []
+        try:
+            async with aclosing(self.client.paged(ATTACHED, {"ContactId": side})) as pages:
+                async for page in pages:
+                    self.stats.settle_reads += 1
+                    found += [rel for rel in page if _joins(rel, pair)]
+        except ApiError:
+            return []  # the contact is gone, so no relationship of it exists: sending will say so
+        return found
+
+    def _lock_for(self, intent: CreateIntent) -> asyncio.Lock:
+        pair = (
+            min(intent.contact_id_1, intent.contact_id_2),
+            max(intent.contact_id_1, intent.contact_id_2),
+        )
+        return self._pair_locks.setdefault(pair, asyncio.Lock())
+
+
+class _Deleter:
+    def __init__(
+        self, client: LacrmClient, ledger: Ledger, run_id: str, stats: RollbackStats
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.run_id = run_id
+        self.stats = stats
+
+    async def delete(self, row_id: int, relationship_id: str) -> None:
+        # Deleting twice changes nothing, so DeleteRelationship may be retried like a read.
+        try:
+            await self.client.call("DeleteRelationship", {"RelationshipId": relationship_id})
+        except ApiError as error:
+            if await self._still_exists(relationship_id):
+                self.ledger.note_deletion_failure(
+                    self.run_id, row_id, f"{error.code}: {error.description}"
+                )
+                self.stats.failed += 1
+                return
+            self.ledger.mark_deleted(self.run_id, row_id, "already gone")
+            self.stats.already_gone += 1
+            return
+        self.ledger.mark_deleted(self.run_id, row_id)
+        self.stats.deleted += 1
+
+    async def _still_exists(self, relationship_id: str) -> bool:
+        try:
+            await self.client.call("GetRelationship", {"RelationshipId": relationship_id})
+        except ApiError:
+            return False
+        return True
+
+
+async def _run_pool(
+    items: Iterable[Item], work: Callable[[Item], Awaitable[None]], workers: int
+) -> None:
+    """Run `work` on every item with at most `workers` at once; the first error cancels the rest
+    and is raised as itself (not wrapped in an ExceptionGroup)."""
+    queue = list(items)
+    queue.reverse()
+
+    async def worker() -> None:
+        while queue:
+            await work(queue.pop())
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(workers, len(queue)))]
+    if not tasks:
+        return
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        await _cancel(tasks)
+        raise
+    await _cancel(list(pending))
+    # Retrieve every error, not just the first: an unretrieved one is logged at GC time.
+    errors = [task.exception() for task in done if not task.cancelled()]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _workers(client: LacrmClient) -> int:
+    return client.concurrency + EXTRA_WORKERS
+
+
+def _joins(relationship: dict[str, Any], pair: set[str]) -> bool:
+    ends = {str(relationship.get("ContactId1")), str(relationship.get("ContactId2"))}
+    return ends == pair and bool(relationship.get("RelationshipId"))
+
+
+def _same_note(crm_note: Any, planned: str | None) -> bool:
+    return str(crm_note or "").strip() == (planned or "").strip()
+
+
+def _bar(progress: bool, total: int, initial: int, what: str) -> tqdm[Any]:
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=what,
+        unit=" rel",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
