@@ -2,10 +2,131 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
 
-from etl import __version__
+from etl import __version__, pipeline
+from etl.extract import ExtractError
+from etl.lacrm import DEFAULT_API_URL, AuthError, LacrmError
+from etl.ledger import Ledger, LedgerError
+from etl.mapping import MappingError
+from etl.plan import TO_CREATE
 from etl.sandbox.cli import sandbox
+from etl.write import rollback_preview
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_STATE_DB = Path(".lacrm-etl/state.sqlite")
+
+
+class BadInput(click.ClickException):
+    """Bad usage or input: nothing was written to the CRM (exit 2)."""
+
+    exit_code = 2
+
+
+class Aborted(click.ClickException):
+    """The CRM refused the key or could not be reached; the run can be resumed (exit 3)."""
+
+    exit_code = 3
+
+
+@contextmanager
+def user_errors(run_id: str | None = None) -> Iterator[None]:
+    """Turn the library's exceptions into one line a person can act on, never a traceback."""
+    try:
+        yield
+    except (ExtractError, MappingError, LedgerError, pipeline.MissingApiKey) as error:
+        raise BadInput(str(error)) from None
+    except AuthError as error:
+        raise Aborted(f"the CRM refused the API key ({error}); nothing more was written") from None
+    except LacrmError as error:
+        hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
+        raise Aborted(f"the CRM could not be reached or kept failing: {error}{hint}") from None
+    except OSError as error:
+        raise BadInput(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
+
+
+def api_options(command: F) -> F:
+    """Where the CRM is, how to authenticate, and how hard to push it."""
+
+    @click.option(
+        "--api-url",
+        envvar="LACRM_API_URL",
+        default=DEFAULT_API_URL,
+        show_default=True,
+        help="The LACRM API endpoint (env LACRM_API_URL).",
+    )
+    @click.option(
+        "--api-key-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A file holding the API key (default: env LACRM_API_KEY). Never printed.",
+    )
+    @click.option(
+        "--rate",
+        type=click.FloatRange(min=0.1),
+        default=2.0,
+        show_default=True,
+        help="Requests per second at most (LACRM publishes no limit; 429s slow it further).",
+    )
+    @click.option(
+        "--concurrency",
+        type=click.IntRange(min=1, max=64),
+        default=4,
+        show_default=True,
+        help="Requests in flight at most.",
+    )
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        api_url: str,
+        api_key_file: Path | None,
+        rate: float,
+        concurrency: int,
+        **kw: Any,
+    ) -> Any:
+        key = _read_key(api_key_file)
+        kw["api"] = pipeline.Api(key=key, url=api_url, rate=rate, concurrency=concurrency)
+        return command(*args, **kw)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _read_key(path: Path | None) -> str | None:
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip() or None
+    return os.environ.get("LACRM_API_KEY", "").strip() or None
+
+
+def state_db_option(command: F) -> F:
+    return click.option(
+        "--state-db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STATE_DB,
+        show_default=True,
+        help="The run ledger (SQLite) that makes runs resumable and reversible.",
+    )(command)
+
+
+def report_dir_option(command: F) -> F:
+    return click.option(
+        "--report-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where the reports go [default: reports/RUN_ID].",
+    )(command)
+
+
+def output_options(command: F) -> F:
+    command = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(command)
+    return click.option("--verbose", "-v", is_flag=True, help="Log each stage as it runs.")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,10 +134,286 @@ from etl.sandbox.cli import sandbox
 def cli() -> None:
     """Bulk-import relationships into Less Annoying CRM from CSV and Excel files.
 
+    Every input row ends up created, skipped or failed, with the reason, in a report.
+    Settings: LACRM_API_KEY (or --api-key-file) and LACRM_API_URL.
+
     \b
     Example:
+        export LACRM_API_KEY=...   # from LACRM: Settings > Programmer API
         lacrm-etl import people.csv --mapping mappings/example.yaml --dry-run
+        lacrm-etl import people.csv --mapping mappings/example.yaml
     """
+
+
+@cli.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--mapping",
+    "-m",
+    "mapping_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The mapping file (YAML): which columns name contact 1, contact 2 and the note.",
+)
+@click.option("--dry-run", is_flag=True, help="Plan and report everything; write nothing.")
+@click.option("--sheet", help="Workbook sheet, by name or 0-based index [default: first].")
+@click.option(
+    "--header-row", type=click.IntRange(min=1), default=1, show_default=True, help="Header row."
+)
+@click.option(
+    "--contacts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A contact snapshot (from `contacts pull`) instead of downloading the directory.",
+)
+@click.option(
+    "--existing",
+    type=click.Choice(["check", "ledger"]),
+    default="check",
+    show_default=True,
+    help="How to find pairs the CRM already holds: read the CRM, or trust earlier runs' ledger.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Write without asking for confirmation.")
+@api_options
+@state_db_option
+@report_dir_option
+@output_options
+def import_(
+    sources: tuple[Path, ...],
+    mapping_path: Path,
+    dry_run: bool,
+    sheet: str | None,
+    header_row: int,
+    contacts: Path | None,
+    existing: str,
+    yes: bool,
+    api: pipeline.Api,
+    state_db: Path,
+    report_dir: Path | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Import relationships from SOURCE files (CSV, TSV, XLSX) into the CRM.
+
+    Resolves both contacts of every row, drops self pairs and duplicates ((A,B) is (B,A)),
+    skips pairs the CRM already holds, shows the plan, creates the rest and writes the
+    reports. Exit codes: 0 all rows created or skipped, 1 some rows failed, 2 bad usage or
+    input (nothing written), 3 aborted (resumable).
+
+    \b
+    Example:
+        lacrm-etl import contacts.xlsx --sheet Family -m mappings/example.yaml --dry-run
+        lacrm-etl import a.csv b.csv -m mappings/example.yaml --rate 2 --yes
+    """
+    settings = pipeline.ImportSettings(
+        sources=sources,
+        mapping=mapping_path,
+        dry_run=dry_run,
+        sheet=sheet,
+        header_row=header_row,
+        contacts=contacts,
+        existing=existing,
+    )
+    progress = _progress(quiet)
+    ledger = Ledger(state_db)
+    with user_errors():
+        prepared = asyncio.run(pipeline.prepare(settings, api, ledger, progress=progress))
+    calls = Counter(prepared.calls)
+    to_create = int((prepared.plan["status"] == TO_CREATE).sum())
+    if to_create:
+        _confirm(prepared.run_id, prepared.plan, yes)
+        ledger.set_state(prepared.run_id, "writing")
+        with user_errors(prepared.run_id):
+            calls += asyncio.run(
+                pipeline.write_run(prepared.run_id, api, ledger, progress=progress)
+            )
+    _finish(ledger, prepared.run_id, calls, report_dir)
+
+
+def _confirm(run_id: str, plan: Any, yes: bool) -> None:
+    counts = plan.group_by("status").len().sort("status").iter_rows()
+    listed = ", ".join(f"{status} {n:,}" for status, n in counts)
+    click.echo(f"Plan for run {run_id}: {listed}", err=True)
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInput(
+            "not writing without confirmation: add --yes to write from a script "
+            f"(or finish this plan with: lacrm-etl resume {run_id} --yes)"
+        )
+    to_create = int((plan["status"] == TO_CREATE).sum())
+    if not click.confirm(f"Create {to_create:,} relationships in the CRM?", err=True):
+        raise BadInput(f"nothing written; the plan stays as run {run_id}")
+
+
+def _finish(ledger: Ledger, run_id: str, calls: Counter[str], report_dir: Path | None) -> None:
+    directory = report_dir or Path("reports") / run_id
+    if ledger.run(run_id).state == "planned":
+        ledger.set_state(run_id, "finished")
+    summary, _paths, text = pipeline.final_report(ledger, run_id, calls, directory)
+    click.echo(text)
+    sys.exit(1 if summary["failed"] else 0)
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Write without asking for confirmation.")
+@api_options
+@state_db_option
+@report_dir_option
+@output_options
+def resume(
+    run_id: str,
+    yes: bool,
+    api: pipeline.Api,
+    state_db: Path,
+    report_dir: Path | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Finish an interrupted run: create what is left, exactly once, and write the reports.
+
+    Refuses if the input files changed since the plan was made.
+
+    \b
+    Example:
+        lacrm-etl resume 20261203-194112-3f9a
+    """
+    ledger = Ledger(state_db)
+    with user_errors(run_id):
+        pipeline.check_unchanged(ledger, run_id)
+        plan = ledger.plan(run_id)
+        _confirm(run_id, plan, yes)
+        ledger.set_state(run_id, "writing")
+        calls = asyncio.run(pipeline.write_run(run_id, api, ledger, progress=_progress(quiet)))
+    _finish(ledger, run_id, calls, report_dir)
+
+
+@cli.command()
+@click.argument("run_id")
+@state_db_option
+@report_dir_option
+def report(run_id: str, state_db: Path, report_dir: Path | None) -> None:
+    """Write a run's reports again from the ledger.
+
+    \b
+    Example:
+        lacrm-etl report 20261203-194112-3f9a --report-dir out/
+    """
+    with user_errors(run_id):
+        _finish(Ledger(state_db), run_id, Counter(), report_dir)
+
+
+@cli.command()
+@state_db_option
+def runs(state_db: Path) -> None:
+    """List the runs in the ledger, newest first, with their counts and state.
+
+    \b
+    Example:
+        lacrm-etl runs
+    """
+    with user_errors():
+        listed = Ledger(state_db).runs()
+    for run in listed:
+        click.echo(pipeline.run_line(run))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--yes", "-y", is_flag=True, help="Delete; without it, only show what would go.")
+@api_options
+@state_db_option
+@output_options
+def rollback(
+    run_id: str, yes: bool, api: pipeline.Api, state_db: Path, quiet: bool, verbose: bool
+) -> None:
+    """Delete exactly the relationships a run created, and nothing else.
+
+    Without --yes it lists what it would delete. Safe to run again after a failure.
+
+    \b
+    Example:
+        lacrm-etl rollback 20261203-194112-3f9a          # preview
+        lacrm-etl rollback 20261203-194112-3f9a --yes
+    """
+    ledger = Ledger(state_db)
+    with user_errors(run_id):
+        preview = rollback_preview(ledger, run_id)
+        if not yes:
+            click.echo(f"Run {run_id}: rollback would delete {preview.height:,} relationships")
+            click.echo(preview.head(20))
+            click.echo("Add --yes to delete them.")
+            return
+        stats = asyncio.run(pipeline.rollback_run(run_id, api, ledger, progress=_progress(quiet)))
+    click.echo(
+        f"Run {run_id}: deleted {stats.deleted:,}, already gone {stats.already_gone:,}, "
+        f"failed {stats.failed:,}"
+    )
+    sys.exit(1 if stats.failed else 0)
+
+
+@cli.group()
+def contacts() -> None:
+    """The CRM's contact directory."""
+
+
+@contacts.command("pull")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The snapshot file to write (parquet).",
+)
+@api_options
+@output_options
+def contacts_pull(output: Path, api: pipeline.Api, quiet: bool, verbose: bool) -> None:
+    """Save every contact and company to a snapshot, for offline dry runs.
+
+    \b
+    Example:
+        lacrm-etl contacts pull -o contacts.parquet
+        lacrm-etl import people.csv -m mapping.yaml --contacts contacts.parquet --dry-run
+    """
+    with user_errors():
+        count = asyncio.run(pipeline.pull_contacts(api, output, progress=_progress(quiet)))
+    click.echo(f"Saved {count:,} contacts to {output}")
+
+
+@cli.group()
+def mapping() -> None:
+    """Mapping files: which columns name the contacts and the note."""
+
+
+@mapping.command("init")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sheet", help="Workbook sheet, by name or 0-based index [default: first].")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the mapping here instead of printing it.",
+)
+def mapping_init(source: Path, sheet: str | None, output: Path | None) -> None:
+    """Suggest a commented mapping file from SOURCE's headers.
+
+    \b
+    Example:
+        lacrm-etl mapping init people.xlsx -o mapping.yaml
+    """
+    with user_errors():
+        text = pipeline.suggest_mapping(source, sheet)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        if output.exists():
+            raise BadInput(f"{output} exists; choose another name or remove it first")
+        output.write_text(text, encoding="utf-8")
+    click.echo(f"Wrote {output}: check the guesses, then run lacrm-etl import --dry-run")
 
 
 cli.add_command(sandbox)

@@ -12,22 +12,20 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 from tqdm import tqdm
 
-from etl.lacrm import ApiError, LacrmClient, TransientError
+from etl.lacrm import ApiError, LacrmClient, TransientError, run_pool
 from etl.ledger import CreateIntent, Ledger, LedgerError
 
 ATTACHED = "GetRelationshipsAttachedToContact"
 MAX_SENDS_PER_CREATE = 8
 EXTRA_WORKERS = 2
-
-Item = TypeVar("Item")
 
 
 class WriteError(LedgerError):
@@ -97,7 +95,7 @@ async def execute(
             bar.update(1)
 
         try:
-            await _run_pool(intents, complete, _workers(client))
+            await run_pool(intents, complete, _workers(client))
         except BaseException:
             ledger.set_state(run_id, "aborted")
             raise
@@ -137,7 +135,7 @@ async def rollback(
     write_stats = WriteStats()
     unsettled = ledger.sending_creates(run_id)
     writer = _Writer(client, ledger, run_id, write_stats, unsettled)
-    await _run_pool(unsettled, writer.settle_without_sending, _workers(client))
+    await run_pool(unsettled, writer.settle_without_sending, _workers(client))
     stats.settled_created = write_stats.settled_created
     stats.settled_absent = write_stats.settled_absent
     targets = [c for c in ledger.created_relationships(run_id) if not c.deleted]
@@ -148,7 +146,7 @@ async def rollback(
             await deleter.delete(target.row_id, target.relationship_id)
             bar.update(1)
 
-        await _run_pool(targets, delete, _workers(client))
+        await run_pool(targets, delete, _workers(client))
     if stats.failed == 0:
         ledger.set_state(run_id, "rolled_back")
     stats.seconds = time.perf_counter() - started
@@ -291,40 +289,6 @@ class _Deleter:
         except ApiError:
             return False
         return True
-
-
-async def _run_pool(
-    items: Iterable[Item], work: Callable[[Item], Awaitable[None]], workers: int
-) -> None:
-    """Run `work` on every item with at most `workers` at once; the first error cancels the rest
-    and is raised as itself (not wrapped in an ExceptionGroup)."""
-    queue = list(items)
-    queue.reverse()
-
-    async def worker() -> None:
-        while queue:
-            await work(queue.pop())
-
-    tasks = [asyncio.create_task(worker()) for _ in range(min(workers, len(queue)))]
-    if not tasks:
-        return
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except BaseException:
-        await _cancel(tasks)
-        raise
-    await _cancel(list(pending))
-    # Retrieve every error, not just the first: an unretrieved one is logged at GC time.
-    errors = [task.exception() for task in done if not task.cancelled()]
-    first = next((error for error in errors if error is not None), None)
-    if first is not None:
-        raise first
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _workers(client: LacrmClient) -> int:

@@ -1,0 +1,359 @@
+"""The import pipeline, stage by stage: what `lacrm-etl import` and `resume` run."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from etl import directory, existing, resolve, write
+from etl import mapping as mapping_module
+from etl.extract import extract
+from etl.lacrm import LacrmClient
+from etl.ledger import Ledger
+from etl.mapping import Side, load_mapping, render_notes, side_values
+from etl.plan import TO_CREATE, build_plan
+from etl.report import ReportPaths, count_outcomes, report_frame, summary_text, write_reports
+
+EXISTING_SCHEMA = {"pair_lo": pl.String, "pair_hi": pl.String, "relationship_id": pl.String}
+
+
+@dataclass(frozen=True)
+class Api:
+    """Where and how to reach the CRM. The key is kept out of every repr and setting."""
+
+    key: str | None = field(repr=False)
+    url: str
+    rate: float = 2.0
+    concurrency: int = 4
+
+    def client(self) -> LacrmClient:
+        if not self.key:
+            raise MissingApiKey
+        return LacrmClient(self.key, self.url, rate=self.rate, concurrency=self.concurrency)
+
+
+class MissingApiKey(Exception):
+    def __str__(self) -> str:
+        return (
+            "no API key: set LACRM_API_KEY or pass --api-key-file "
+            "(or use --contacts SNAPSHOT with --dry-run to work offline)"
+        )
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    sources: tuple[Path, ...]
+    mapping: Path
+    dry_run: bool = False
+    sheet: str | None = None
+    header_row: int = 1
+    contacts: Path | None = None
+    existing: str = "check"
+
+    def as_dict(self, api: Api) -> dict[str, Any]:
+        settings = asdict(self)
+        settings["sources"] = [str(p) for p in self.sources]
+        settings["mapping"] = str(self.mapping)
+        settings["contacts"] = str(self.contacts) if self.contacts else None
+        return {**settings, "api_url": api.url, "rate": api.rate, "concurrency": api.concurrency}
+
+
+@dataclass
+class Prepared:
+    run_id: str
+    plan: pl.DataFrame
+    input_columns: list[str]
+    info: dict[str, Any]
+    calls: Counter[str]
+
+
+def fingerprint(settings: ImportSettings) -> dict[str, Any]:
+    """What resume checks before it writes: the files must not have changed since the plan."""
+    files = [*settings.sources, settings.mapping]
+    return {str(path): _sha256(path) for path in files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def prepare(
+    settings: ImportSettings, api: Api, ledger: Ledger, *, progress: bool
+) -> Prepared:
+    """Extract, resolve, check what exists and plan; record the plan in the ledger."""
+    started = _now()
+    clock = Stopwatch()
+    mapping = load_mapping(settings.mapping)
+    extracted = extract(
+        list(settings.sources), sheet=settings.sheet, header_row=settings.header_row
+    )
+    mapping.check_columns(extracted.columns)
+    clock.lap("extract")
+    calls: Counter[str] = Counter()
+    info: dict[str, Any] = {"started_at": started, "blank_rows": extracted.blank_rows}
+    info["notes"] = list(extracted.notes)
+
+    contacts = await _directory(settings, api, calls, info, progress)
+    clock.lap("directory")
+    index = resolve.build_index(contacts)
+    rows = extracted.rows
+    sides = [
+        _resolve(side, rows, index, mapping.fuzzy, extracted.numeric_cells)
+        for side in (mapping.contact1, mapping.contact2)
+    ]
+    notes = render_notes(rows, mapping.note) if mapping.note else None
+    draft = build_plan(rows, *sides, notes, _no_existing(), dry_run=settings.dry_run)
+    clock.lap("resolve")
+
+    known = await _existing(settings, api, ledger, draft, calls, info)
+    plan = build_plan(rows, *sides, notes, known, dry_run=settings.dry_run)
+    clock.lap("existing")
+    info["timings"] = clock.laps
+    stored = plan.join(rows.select("row_id", *extracted.columns), on="row_id", how="left")
+    run_id = ledger.create_run(
+        settings={**settings.as_dict(api), "input_columns": extracted.columns, "info": info},
+        fingerprint=fingerprint(settings),
+        plan=stored,
+        dry_run=settings.dry_run,
+    )
+    return Prepared(run_id, stored, list(extracted.columns), info, calls)
+
+
+PRECISION_LOST = (
+    "the spreadsheet stores this ContactId as a number, which keeps only 15 digits: format "
+    "the column as Text in Excel, paste the 31-digit ids again (or export them from LACRM) "
+    "and re-import"
+)
+
+
+def _resolve(
+    side: Side,
+    rows: pl.DataFrame,
+    index: resolve.ContactIndex,
+    fuzzy: float | None,
+    numeric_cells: pl.DataFrame,
+) -> pl.DataFrame:
+    values = side_values(rows, side)
+    resolved = resolve.resolve_side(values, index, fuzzy)
+    return _fail_numeric_ids(resolved, _numeric_id_rows(values, side, numeric_cells))
+
+
+def _numeric_id_rows(values: pl.DataFrame, side: Side, numeric_cells: pl.DataFrame) -> pl.Series:
+    """Rows whose id for this side comes from a cell Excel stored as a number."""
+    id_columns = pl.DataFrame(
+        [
+            (attempt, key.columns[0])
+            for attempt, key in enumerate(side.keys, start=1)
+            if key.mode in ("id", "auto") and len(key.columns) == 1
+        ],
+        schema={"attempt": pl.UInt8, "column": pl.String},
+        orient="row",
+    )
+    id_like = (pl.col("mode") == "id") | pl.col("value").str.contains(r"^\d[\d.,]*(E\+?\d+)?$")
+    return (
+        values.join(id_columns, on="attempt")
+        .join(numeric_cells, on=["row_id", "column"], how="semi")
+        .filter(id_like)["row_id"]
+        .unique()
+    )
+
+
+def _fail_numeric_ids(resolved: pl.DataFrame, row_ids: pl.Series) -> pl.DataFrame:
+    """A number-typed id has lost digits: fail the row, never resolve it to some other contact."""
+    if row_ids.is_empty():
+        return resolved
+    lost = pl.col("row_id").is_in(row_ids.implode())
+    return resolved.with_columns(
+        contact_id=pl.when(lost).then(None).otherwise("contact_id"),
+        match=pl.when(lost).then(None).otherwise("match"),
+        matched_name=pl.when(lost).then(None).otherwise("matched_name"),
+        reason=pl.when(lost).then(pl.lit("id_precision_lost")).otherwise("reason"),
+        detail=pl.when(lost).then(pl.lit(PRECISION_LOST)).otherwise("detail"),
+    )
+
+
+async def _directory(
+    settings: ImportSettings, api: Api, calls: Counter[str], info: dict[str, Any], progress: bool
+) -> pl.DataFrame:
+    if settings.contacts is not None:
+        contacts, pulled_at = directory.load_snapshot(settings.contacts)
+        info["contacts_snapshot"] = {"path": str(settings.contacts), "pulled_at": str(pulled_at)}
+        return contacts
+    async with api.client() as client:
+        contacts = await directory.fetch(client, progress=progress)
+        calls.update(client.calls)
+    return contacts
+
+
+async def _existing(
+    settings: ImportSettings,
+    api: Api,
+    ledger: Ledger,
+    draft: pl.DataFrame,
+    calls: Counter[str],
+    info: dict[str, Any],
+) -> pl.DataFrame:
+    candidates = _pairs_to_create(draft)
+    if candidates.is_empty():
+        return _no_existing()
+    if settings.existing == "ledger":
+        info["existing_check"] = {"mode": "ledger"}
+        return ledger.created_pairs().join(candidates, on=["pair_lo", "pair_hi"], how="semi")
+    if not api.key and settings.dry_run:
+        info["existing_check"] = {"mode": "skipped", "why": "offline dry run: no API key"}
+        return _no_existing()
+    async with api.client() as client:
+        found = await existing.existing_pairs(client, candidates)
+        calls.update(client.calls)
+    info["existing_check"] = {
+        "mode": "check",
+        "pairs": candidates.height,
+        "reads": found.reads,
+        "contacts_read": found.contacts_read,
+        "naive_reads": found.naive_reads,
+    }
+    return found.frame
+
+
+def _pairs_to_create(draft: pl.DataFrame) -> pl.DataFrame:
+    creating = pl.col("status").is_in([TO_CREATE, "would_create"])
+    one, two = pl.col("contact_id_1"), pl.col("contact_id_2")
+    return draft.filter(creating).select(
+        pair_lo=pl.min_horizontal(one, two), pair_hi=pl.max_horizontal(one, two)
+    )
+
+
+def _no_existing() -> pl.DataFrame:
+    return pl.DataFrame(schema=EXISTING_SCHEMA)
+
+
+async def write_run(
+    prepared_run_id: str, api: Api, ledger: Ledger, *, progress: bool
+) -> Counter[str]:
+    async with api.client() as client:
+        try:
+            await write.execute(client, ledger, prepared_run_id, progress=progress)
+        finally:
+            calls = Counter(client.calls)
+    return calls
+
+
+def final_report(
+    ledger: Ledger, run_id: str, calls: Counter[str], report_dir: Path
+) -> tuple[dict[str, Any], ReportPaths, str]:
+    """Merge the ledger's create outcomes into the plan and write every report."""
+    run = ledger.run(run_id)
+    stored = ledger.plan(run_id)
+    input_columns: list[str] = run.settings["input_columns"]
+    plan = _with_outcomes(stored, ledger.outcomes(run_id))
+    report = report_frame(plan, stored, input_columns)
+    info = run.settings.get("info", {})
+    settings = {k: v for k, v in run.settings.items() if k not in {"input_columns", "info"}}
+    summary = {
+        "run_id": run_id,
+        "dry_run": run.dry_run,
+        **count_outcomes(report),
+        "blank_rows": info.get("blank_rows", 0),
+        "api_calls": dict(sorted(calls.items())),
+        "started_at": info.get("started_at"),
+        "finished_at": _now(),
+        "timings_s": info.get("timings", {}),
+        "existing_check": info.get("existing_check"),
+        "notes": info.get("notes", []),
+        "settings": settings,
+    }
+    paths = write_reports(report, input_columns, summary, report_dir)
+    return summary, paths, summary_text(summary, paths)
+
+
+def _with_outcomes(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
+    if outcomes.is_empty():
+        return plan
+    done = outcomes.select(
+        "row_id",
+        pl.col("status").alias("outcome_status"),
+        pl.col("reason").alias("outcome_reason"),
+        pl.col("detail").alias("outcome_detail"),
+        pl.col("relationship_id").alias("outcome_relationship_id"),
+    )
+    pending = pl.col("status") == TO_CREATE
+    merged = plan.join(done, on="row_id", how="left")
+    return merged.with_columns(
+        status=pl.when(pending).then(pl.col("outcome_status")).otherwise("status"),
+        reason=pl.when(pending).then(pl.col("outcome_reason")).otherwise("reason"),
+        detail=pl.when(pending).then(pl.col("outcome_detail")).otherwise("detail"),
+        relationship_id=pl.when(pending)
+        .then(pl.col("outcome_relationship_id"))
+        .otherwise("relationship_id"),
+    ).drop("outcome_status", "outcome_reason", "outcome_detail", "outcome_relationship_id")
+
+
+def _now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+class Stopwatch:
+    """Seconds spent per stage, for the summary."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 3)
+        self._last = now
+
+
+async def rollback_run(
+    run_id: str, api: Api, ledger: Ledger, *, progress: bool
+) -> write.RollbackStats:
+    async with api.client() as client:
+        return await write.rollback(client, ledger, run_id, progress=progress)
+
+
+async def pull_contacts(api: Api, output: Path, *, progress: bool) -> int:
+    async with api.client() as client:
+        contacts = await directory.fetch(client, progress=progress)
+    directory.save_snapshot(contacts, output)
+    return contacts.height
+
+
+def suggest_mapping(source: Path, sheet: str | None) -> str:
+    extracted = extract([source], sheet=sheet)
+    return mapping_module.suggest_mapping(extracted.columns, source=source.name)
+
+
+def check_unchanged(ledger: Ledger, run_id: str) -> None:
+    """Refuse to resume a run whose input files changed (or vanished) since it was planned."""
+    recorded: dict[str, str] = ledger.run(run_id).fingerprint
+    changed = [
+        path
+        for path, digest in recorded.items()
+        if not Path(path).is_file() or _sha256(Path(path)) != digest
+    ]
+    if changed:
+        raise InputsChanged(run_id, changed)
+
+
+class InputsChanged(Exception):
+    def __init__(self, run_id: str, paths: list[str]) -> None:
+        super().__init__(run_id, paths)
+        self.run_id, self.paths = run_id, paths
+
+    def __str__(self) -> str:
+        return (
+            f"run {self.run_id} cannot be resumed: {', '.join(self.paths)} changed since it was "
+            "planned; import the files again (pairs already created are skipped)"
+        )

@@ -1,0 +1,165 @@
+"""The real CLI against the real sandbox server: what a user sees, and what the CRM ends with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "relationships.csv"
+SEED = ROOT / "sample_data" / "crm_seed.json"
+MAPPING = ROOT / "mappings" / "example.yaml"
+
+# row -> (status, reason) for sample_data/relationships.csv (row 16 is blank: not a data row)
+EXPECTED = {
+    2: ("created", None),
+    3: ("skipped", "duplicate_in_file"),
+    4: ("created", None),
+    5: ("failed", "ambiguous_contact"),
+    6: ("skipped", "self_relationship"),
+    7: ("skipped", "already_exists"),
+    8: ("failed", "contact_not_found"),
+    9: ("created", None),
+    10: ("skipped", "already_exists"),
+    11: ("created", None),
+    12: ("failed", "missing_value"),
+    13: ("created", None),
+    14: ("created", None),
+    15: ("created", None),
+    17: ("created", None),
+    18: ("created", None),
+    19: ("created", None),
+}
+
+
+def contact_ids() -> dict[str, str]:
+    seed = json.loads(SEED.read_text())
+    ids = {}
+    for contact in seed["contacts"]:
+        name = contact["Name"] or {}
+        label = contact["Company Name"] or f"{name['FirstName']} {name['LastName']}"
+        ids.setdefault(label, contact["ContactId"])
+    return ids
+
+
+def expected_created_pairs() -> set[frozenset[str]]:
+    ids = contact_ids()
+    named = [
+        ("Jane Doe", "John Doe"),
+        ("José Müller", "ACME Ltd"),
+        ("Wei Chen", "Initech LLC"),
+        ("Liam O'Connor", "Sophie Martin"),
+        ("Noah Williams", "Olivia Johnson"),
+        ("Lucas Silva", "Globex Corporation"),
+        ("Smith & Co", "Jane Doe"),
+        ("Emily Brown", "Smith & Co"),
+        ("Liam O'Connor", "Lucas Silva"),
+        ("José Müller", "Maria Garcia"),
+    ]
+    return {frozenset((ids[a], ids[b])) for a, b in named}
+
+
+def run_cli(
+    args: list[str], sandbox, cwd: Path, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LACRM_API_URL": sandbox.url,
+        "LACRM_API_KEY": key if key is not None else sandbox.api_key,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def import_args(*extra: str) -> list[str]:
+    return ["import", str(SAMPLE), "--mapping", str(MAPPING), "--report-dir", "out", *extra]
+
+
+def crm_pairs(sandbox) -> list[frozenset[str]]:
+    return [frozenset((r["ContactId1"], r["ContactId2"])) for r in sandbox.state()["relationships"]]
+
+
+def report_outcomes(path: Path) -> dict[int, tuple[str, str | None]]:
+    report = pl.read_csv(path, infer_schema=False)
+    return {int(r["row"]): (r["status"], r["reason"]) for r in report.iter_rows(named=True)}
+
+
+@pytest.fixture
+def crm(start_sandbox):
+    return start_sandbox(seed=SEED)
+
+
+def test_import_creates_exactly_the_expected_pairs_and_accounts_for_every_row(
+    crm, tmp_path: Path
+) -> None:
+    seeded = set(crm_pairs(crm))
+    result = run_cli(import_args("--yes"), crm, tmp_path)
+    assert result.returncode == 1, result.stderr  # some rows failed, by design of the sample
+    assert report_outcomes(tmp_path / "out" / "report.csv") == EXPECTED
+    pairs = crm_pairs(crm)
+    assert len(pairs) == len(set(pairs)), "a pair holds two relationships"
+    assert set(pairs) == seeded | expected_created_pairs()
+    assert crm.state()["duplicate_pairs"] == []
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["total_rows"] == len(EXPECTED)
+    assert summary["created"] + summary["skipped"] + summary["failed"] == summary["total_rows"]
+    assert summary["blank_rows"] == 1
+    assert summary["created"] == len(expected_created_pairs())
+    assert "ambiguous_contact" in result.stdout
+
+
+def test_importing_the_same_file_twice_creates_nothing_the_second_time(crm, tmp_path: Path) -> None:
+    first = run_cli(import_args("--yes"), crm, tmp_path)
+    assert first.returncode == 1, first.stderr
+    writes_after_first = crm.state()["write_calls"]
+    second = run_cli(import_args("--yes"), crm, tmp_path)
+    assert second.returncode == 1, second.stderr
+    assert crm.state()["write_calls"] == writes_after_first
+    outcomes = report_outcomes(tmp_path / "out" / "report.csv")
+    for row, (status, _reason) in EXPECTED.items():
+        if status == "created":
+            assert outcomes[row] == ("skipped", "already_exists"), row
+    assert crm.state()["duplicate_pairs"] == []
+
+
+def test_a_dry_run_writes_nothing_and_says_what_it_would_create(crm, tmp_path: Path) -> None:
+    result = run_cli(import_args("--dry-run"), crm, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert crm.state()["write_calls"] == 0
+    outcomes = report_outcomes(tmp_path / "out" / "report.csv")
+    expected = {
+        row: ("would_create", None) if status == "created" else (status, reason)
+        for row, (status, reason) in EXPECTED.items()
+    }
+    assert outcomes == expected
+
+
+def test_a_wrong_api_key_aborts_with_exit_3_and_never_shows_the_key(crm, tmp_path: Path) -> None:
+    wrong = "wrong-key-7f3a9c1e5b"
+    result = run_cli(import_args("--yes"), crm, tmp_path, key=wrong)
+    assert result.returncode == 3
+    assert crm.state()["write_calls"] == 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "key" in lines[0].lower()
+    assert wrong not in result.stderr + result.stdout
+
+
+def test_without_a_terminal_nothing_is_written_unless_yes_is_given(crm, tmp_path: Path) -> None:
+    result = run_cli(import_args(), crm, tmp_path)
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+    assert crm.state()["write_calls"] == 0
