@@ -15,9 +15,9 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,6 +30,7 @@ MAX_RETRY_AFTER = 300.0
 RATE_LIMIT_ATTEMPTS_FACTOR = 3
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")
 
 _AUTH_WORDS = re.compile(r"api[\s_-]*key|apikey|auth|credential|unauthori[sz]ed|token", re.I)
 _BAD_WORDS = re.compile(
@@ -332,3 +333,37 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+async def run_pool(
+    items: Iterable[Item], work: Callable[[Item], Awaitable[None]], workers: int
+) -> None:
+    """Run `work` on every item with at most `workers` at once; the first error cancels the rest
+    and is raised as itself (not wrapped in an ExceptionGroup)."""
+    queue = list(items)
+    queue.reverse()
+
+    async def worker() -> None:
+        while queue:
+            await work(queue.pop())
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(workers, len(queue)))]
+    if not tasks:
+        return
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        await _cancel(tasks)
+        raise
+    await _cancel(list(pending))
+    # Retrieve every error, not just the first: an unretrieved one is logged at GC time.
+    errors = [task.exception() for task in done if not task.cancelled()]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
