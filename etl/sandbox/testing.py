@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,4 @@ def _read_line(stream: IO[bytes], deadline: float) -> bytes:
 
 
 def _remove_tree(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
+    shutil.rmtree(path, ignore_errors=True)
