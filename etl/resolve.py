@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 from rapidfuzz import fuzz, process
@@ -24,11 +25,10 @@ AMBIGUOUS_SHOWN = 5
 _FUZZY_LIMIT = 8  # keys per query per block: enough for the top few distinct contacts
 
 _ID = r"^\d{31}$"
-_SCIENTIFIC = r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$"
-_FLOAT_ZERO = r"^\d+[.,]0+$"
-# A double keeps ~15 significant digits: an id that went through one ends in a run of zeros.
-_ZERO_TAIL = r"^\d{16,}$"
-_ZERO_TAIL_RUN = "0000000000"
+# What a spreadsheet makes of an id stored as a number: scientific notation, a trailing ".0",
+# or (a double keeps ~15 significant digits) a long number ending in a run of zeros.
+_MANGLED_ID = r"^(?:[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+|\d+[.,]0+|\d{6,}0{10})$"
+_ID_LIKE = r"^(?:\d{31}|[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+|\d+[.,]0+|\d{6,}0{10})$"
 
 _SALUTATIONS = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof")
 _SUFFIXES = ("jr", "sr", "ii", "iii", "iv", "phd", "md", "esq")
@@ -117,25 +117,28 @@ def _collapse_spaces(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
+def _person_from_folded(folded: pl.Expr) -> pl.Expr:
+    words = folded.str.replace_all(r"[^\p{L}\p{N},]+", " ").str.replace_all(_TITLE_WORDS, " ")
+    # "Last, First" -> "First Last" (the text after the first comma goes first).
+    reordered = words.str.replace(r"^([^,]*),(.*)$", "$2 $1").str.replace_all(
+        ",", " ", literal=True
+    )
+    return _collapse_spaces(reordered)
+
+
+def _company_from_folded(folded: pl.Expr) -> pl.Expr:
+    words = _collapse_spaces(folded.str.replace_all(r"[^\p{L}\p{N}]+", " "))
+    return words.str.replace(_TRAILING_LEGAL_FORMS, "").str.replace(r"^(?:the\s+)+", "")
+
+
 def person_key(text: pl.Expr) -> pl.Expr:
     """A person's name at the `normalised` level: "Dr. Müller, José Jr." -> "jose muller"."""
-    words = (
-        _fold_letters(text)
-        .str.replace_all(r"[^\p{L}\p{N},]+", " ")
-        .str.replace_all(_TITLE_WORDS, " ")
-    )
-    parts = words.str.split(",").list.eval(
-        pl.element().str.strip_chars().filter(pl.element().str.strip_chars() != "")
-    )
-    # "Last, First" -> "First Last"; a value without a comma is left as it is.
-    reordered = pl.concat_list(parts.list.slice(1), parts.list.slice(0, 1)).list.join(" ")
-    return _collapse_spaces(reordered)
+    return _person_from_folded(_fold_letters(text))
 
 
 def company_key(text: pl.Expr) -> pl.Expr:
     """A company's name at the `normalised` level: "The ACME, Inc." -> "acme"."""
-    words = _collapse_spaces(_fold_letters(text).str.replace_all(r"[^\p{L}\p{N}]+", " "))
-    return words.str.replace_all(_TRAILING_LEGAL_FORMS, "").str.replace(r"^(?:the\s+)+", "")
+    return _company_from_folded(_fold_letters(text))
 
 
 def normalise_person(text: str) -> str:
@@ -150,14 +153,35 @@ def _sorted_tokens(key: pl.Expr) -> pl.Expr:
     return key.str.split(" ").list.sort().list.join(" ")
 
 
-def _block(key: pl.Expr) -> pl.Expr:
-    """Fuzzy blocking: the initials of the first and last words, in either order."""
-    first = key.str.slice(0, 1)
-    last = key.str.split(" ").list.last().str.slice(0, 1)
-    return pl.when(first <= last).then(first + last).otherwise(last + first)
+def _block_keys(sorted_text: pl.Expr) -> dict[str, pl.Expr]:
+    """Blocking keys over sorted tokens, so "Smith John" and "John Smith" share blocks.
+
+    broad: the initials of the first and last words (fuzzy matching, opt-in, thorough);
+    narrow_a / narrow_b: one more letter of one word or the other (did-you-mean, cheap).
+    """
+    first = sorted_text.str.split(" ").list.first()
+    last = sorted_text.str.split(" ").list.last()
+    return {
+        "broad": first.str.slice(0, 1) + last.str.slice(0, 1),
+        "narrow_a": "a:" + first.str.slice(0, 1) + last.str.slice(0, 2),
+        "narrow_b": "b:" + first.str.slice(0, 2) + last.str.slice(0, 1),
+    }
 
 
 # ---------------------------------------------------------------- the index
+
+Choices = dict[tuple[bool, str], tuple[list[str], list[str]]]
+
+
+def _choices(names: pl.DataFrame, block_columns: tuple[str, ...]) -> Choices:
+    """(is_company, block) -> (sorted-token names, their contact ids), for rapidfuzz."""
+    stacked = pl.concat(
+        [names.select("is_company", "text", "contact_id", block=column) for column in block_columns]
+    )
+    return {
+        (is_company, block): (group["text"].to_list(), group["contact_id"].to_list())
+        for (is_company, block), group in stacked.group_by("is_company", "block")
+    }
 
 
 @dataclass(frozen=True)
@@ -168,7 +192,15 @@ class ContactIndex:
     emails: pl.DataFrame  # key, contact_id
     exact: pl.DataFrame  # key, is_company, contact_id
     normalised: pl.DataFrame  # key, is_company, contact_id
-    fuzzy: pl.DataFrame  # is_company, block, text, contact_id
+    names: pl.DataFrame  # is_company, text (sorted tokens), contact_id, broad, narrow_a, narrow_b
+
+    @cached_property
+    def broad_choices(self) -> Choices:
+        return _choices(self.names, ("broad",))
+
+    @cached_property
+    def narrow_choices(self) -> Choices:
+        return _choices(self.names, ("narrow_a", "narrow_b"))
 
 
 def _name_variants(directory: pl.DataFrame, with_suffix: bool) -> pl.DataFrame:
@@ -199,6 +231,27 @@ def _keys(variants: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
     )
 
 
+def _email_keys(directory: pl.DataFrame) -> pl.DataFrame:
+    return (
+        directory.select("contact_id", key=pl.col.emails)
+        .explode("key")
+        .with_columns(key=exact_key(pl.col.key))
+        .filter(pl.col.key.is_not_null() & (pl.col.key != ""))
+        .unique()
+        .select("key", "contact_id")
+    )
+
+
+def _normalised_keys(directory: pl.DataFrame) -> pl.DataFrame:
+    plain = _name_variants(directory, with_suffix=False)
+    return pl.concat(
+        [
+            _keys(plain.filter(~pl.col.is_company), person_key(pl.col.text)),
+            _keys(plain.filter(pl.col.is_company), company_key(pl.col.text)),
+        ]
+    )
+
+
 def build_index(directory: pl.DataFrame) -> ContactIndex:
     """The key tables resolution joins against; build once per run."""
     contacts = directory.select(
@@ -208,30 +261,19 @@ def build_index(directory: pl.DataFrame) -> ContactIndex:
         email=pl.col.emails.list.first(),
         company_name="company_name",
     )
-    emails = (
-        directory.select("contact_id", key=pl.col.emails)
-        .explode("key")
-        .with_columns(key=exact_key(pl.col.key))
-        .filter(pl.col.key.is_not_null() & (pl.col.key != ""))
-        .unique()
-        .select("key", "contact_id")
-    )
     exact = _keys(_name_variants(directory, with_suffix=True), exact_key(pl.col.text))
-    plain = _name_variants(directory, with_suffix=False)
-    normalised = pl.concat(
-        [
-            _keys(plain.filter(~pl.col.is_company), person_key(pl.col.text)),
-            _keys(plain.filter(pl.col.is_company), company_key(pl.col.text)),
-        ]
+    normalised = _normalised_keys(directory)
+    names = (
+        normalised.select("is_company", "contact_id", text=_sorted_tokens(pl.col.key))
+        .unique()
+        .with_columns(**_block_keys(pl.col.text))
     )
-    fuzzy = normalised.select(
-        "is_company",
-        block=_block(pl.col.key),
-        text=_sorted_tokens(pl.col.key),
-        contact_id="contact_id",
-    ).unique()
     return ContactIndex(
-        contacts=contacts, emails=emails, exact=exact, normalised=normalised, fuzzy=fuzzy
+        contacts=contacts,
+        emails=_email_keys(directory),
+        exact=exact,
+        normalised=normalised,
+        names=names,
     )
 
 
@@ -242,8 +284,8 @@ def _quoted(column: str = "value") -> pl.Expr:
     return pl.concat_str(pl.lit('"'), pl.col(column), pl.lit('"'))
 
 
-def _candidate_text(contacts: pl.DataFrame) -> pl.DataFrame:
-    """contact_id -> 'Jane Doe (id …, jane@x.com, Acme Ltd)' for failure details."""
+def _candidate_text() -> pl.Expr:
+    """'Jane Doe (id …, jane@x.com, Acme Ltd)': who a candidate is, for failure details."""
     kind = pl.when(pl.col.is_company).then(pl.lit("company")).otherwise(pl.lit(None))
     company = pl.when(pl.col.is_company).then(pl.lit(None)).otherwise(pl.col.company_name)
     facts = pl.concat_str(
@@ -254,200 +296,22 @@ def _candidate_text(contacts: pl.DataFrame) -> pl.DataFrame:
         separator=", ",
         ignore_nulls=True,
     )
-    return contacts.select("contact_id", "name", candidate=pl.format("{} ({})", pl.col.name, facts))
+    return pl.format("{} ({})", pl.col.name, facts)
 
 
 def _candidate_lists(hits: pl.DataFrame, index: ContactIndex, shown: int) -> pl.DataFrame:
-    """hits (vid, contact_id, …) -> vid, candidates (text of the first `shown`), candidate_count."""
-    described = (
-        hits.select("vid", "contact_id")
-        .unique()
-        .join(_candidate_text(index.contacts), on="contact_id", how="left")
+    """hits (vid, contact_id) -> vid, candidates (the first `shown` by id), candidate_count."""
+    firsts = hits.group_by("vid").agg(
+        contact_id=pl.col.contact_id.bottom_k(shown).sort(), candidate_count=pl.len()
     )
     return (
-        described.sort("vid", "name", "contact_id")
-        .group_by("vid")
+        firsts.explode("contact_id")
+        .join(index.contacts, on="contact_id", how="left")
+        .group_by("vid", maintain_order=True)
         .agg(
-            candidates=pl.col.candidate.head(shown).str.join("; "),
-            candidate_count=pl.len(),
+            candidates=_candidate_text().str.join("; "),
+            candidate_count=pl.col.candidate_count.first(),
         )
-    )
-
-
-# ---------------------------------------------------------------- per kind of value
-
-
-def _classify(mode: pl.Expr, value: pl.Expr) -> pl.Expr:
-    mangled = (
-        value.str.contains(_SCIENTIFIC)
-        | value.str.contains(_FLOAT_ZERO)
-        | (value.str.contains(_ZERO_TAIL) & value.str.ends_with(_ZERO_TAIL_RUN))
-    )
-    auto = (
-        pl.when(value.str.contains(_ID) | mangled)
-        .then(pl.lit("id"))
-        .when(value.str.contains("@", literal=True))
-        .then(pl.lit("email"))
-        .otherwise(pl.lit("name"))
-    )
-    return (
-        pl.when(value.is_null() | (value == ""))
-        .then(pl.lit("missing"))
-        .when(mode == "auto")
-        .then(auto)
-        .otherwise(mode)
-    )
-
-
-def _resolved(frame: pl.DataFrame, match: pl.Expr, detail: pl.Expr | None = None) -> pl.DataFrame:
-    return frame.select(
-        "mode",
-        "value",
-        "contact_id",
-        match=match,
-        matched_name="name",
-        reason=pl.lit(None, dtype=pl.String),
-        detail=pl.lit(None, dtype=pl.String) if detail is None else detail,
-    )
-
-
-def _failed(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
-    return frame.select(
-        "mode",
-        "value",
-        contact_id=pl.lit(None, dtype=pl.String),
-        match=pl.lit(None, dtype=pl.String),
-        matched_name=pl.lit(None, dtype=pl.String),
-        reason=pl.lit(reason),
-        detail=detail,
-    )
-
-
-def _resolve_missing(values: pl.DataFrame) -> pl.DataFrame:
-    return _failed(values, "missing_value", pl.lit("The cell is empty: there is nothing to match."))
-
-
-def _resolve_ids(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    found = values.join(index.contacts, left_on="value", right_on="contact_id", how="inner")
-    found = found.with_columns(contact_id=pl.col.value)
-    rest = values.join(index.contacts, left_on="value", right_on="contact_id", how="anti")
-    mangled = (
-        pl.col.value.str.contains(_SCIENTIFIC)
-        | pl.col.value.str.contains(_FLOAT_ZERO)
-        | (pl.col.value.str.contains(_ZERO_TAIL) & pl.col.value.str.ends_with(_ZERO_TAIL_RUN))
-    )
-    lost = rest.filter(mangled)
-    invalid = rest.filter(~mangled & ~pl.col.value.str.contains(_ID))
-    unknown = rest.filter(~mangled & pl.col.value.str.contains(_ID))
-    return pl.concat(
-        [
-            _resolved(found, pl.lit("id")),
-            _failed(
-                lost,
-                "id_precision_lost",
-                pl.format(
-                    "{} looks like a contact id that Excel stored as a number, which lost its "
-                    "last digits. Format the column as Text in Excel, paste the ids again and "
-                    "re-export the file.",
-                    _quoted(),
-                ),
-            ),
-            _failed(
-                invalid,
-                "invalid_id",
-                pl.format(
-                    "{} is not a contact id: LACRM ids are 31 digits. Check the column, or match "
-                    "this side by name or email instead.",
-                    _quoted(),
-                ),
-            ),
-            _failed(
-                unknown,
-                "contact_not_found",
-                pl.format("No contact has the id {}.", pl.col.value),
-            ),
-        ]
-    )
-
-
-def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    keyed = values.with_row_index("vid").with_columns(key=exact_key(pl.col.value))
-    hits = keyed.join(index.emails, on="key", how="inner")
-    return _decide(keyed, hits.with_columns(level=pl.lit(0, pl.UInt8)), index, ["email"])
-
-
-# ---------------------------------------------------------------- names
-
-
-def _exact_hits(keyed: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    hits = keyed.join(index.exact, left_on="exact_key", right_on="key", how="inner")
-    return hits.filter(_kind_allows(pl.col.kind, pl.col.is_company))
-
-
-def _kind_allows(kind: pl.Expr, is_company: pl.Expr) -> pl.Expr:
-    return (kind == "name") | ((kind == "company") == is_company)
-
-
-def _normalised_probes(keyed: pl.DataFrame) -> pl.DataFrame:
-    people = keyed.filter(pl.col.kind != "company").select(
-        "vid", key=person_key(pl.col.value), is_company=pl.lit(False)
-    )
-    companies = keyed.filter(pl.col.kind != "person").select(
-        "vid", key=company_key(pl.col.value), is_company=pl.lit(True)
-    )
-    return pl.concat([people, companies]).filter(pl.col.key != "")
-
-
-def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
-    keyed = values.with_row_index("vid").with_columns(exact_key=exact_key(pl.col.value))
-    exact = _exact_hits(keyed, index).select("vid", "contact_id", level=pl.lit(0, pl.UInt8))
-    pending = keyed.join(exact, on="vid", how="anti")
-    probes = _normalised_probes(pending)
-    normalised = probes.join(index.normalised, on=["key", "is_company"], how="inner").select(
-        "vid", "contact_id", level=pl.lit(1, pl.UInt8)
-    )
-    hits = pl.concat([exact, normalised])
-    decided = _decide(keyed, hits, index, ["exact", "normalised"])
-    unresolved = decided.filter(pl.col.reason == "contact_not_found").select("mode", "value")
-    if unresolved.is_empty():
-        return decided
-    settled = decided.filter(pl.col.reason.is_null() | (pl.col.reason != "contact_not_found"))
-    unresolved_keyed = keyed.join(unresolved, on=["mode", "value"], how="semi")
-    return pl.concat([settled, _resolve_fuzzy(unresolved_keyed, index, fuzzy)])
-
-
-def _decide(
-    keyed: pl.DataFrame, hits: pl.DataFrame, index: ContactIndex, levels: list[str]
-) -> pl.DataFrame:
-    """From (vid, contact_id, level) hits: one contact at the best level resolves, more fail."""
-    best = (
-        hits.select("vid", "contact_id", "level")
-        .unique()
-        .filter(pl.col.level == pl.col.level.min().over("vid"))
-    )
-    counts = best.group_by("vid").agg(
-        contact_id=pl.col.contact_id.first(), level=pl.col.level.first(), count=pl.len()
-    )
-    level_name = pl.col.level.replace_strict(
-        list(range(len(levels))), levels, return_dtype=pl.String
-    )
-    single = (
-        counts.filter(pl.col.count == 1)
-        .join(keyed, on="vid")
-        .join(index.contacts.select("contact_id", "name"), on="contact_id", how="left")
-    )
-    several = counts.filter(pl.col.count > 1).select("vid", "level")
-    ambiguous = keyed.join(several, on="vid").join(
-        _candidate_lists(best.join(several, on="vid", how="semi"), index, AMBIGUOUS_SHOWN),
-        on="vid",
-    )
-    missing = keyed.join(counts, on="vid", how="anti")
-    return pl.concat(
-        [
-            _resolved(single, level_name),
-            _failed(ambiguous, "ambiguous_contact", _ambiguous_detail(level_name)),
-            _failed(missing, "contact_not_found", _not_found_detail()),
-        ]
     )
 
 
@@ -479,15 +343,157 @@ def _not_found_detail() -> pl.Expr:
     )
 
 
-# ---------------------------------------------------------------- fuzzy
+# ---------------------------------------------------------------- outcomes per distinct value
 
 
-def _fuzzy_queries(keyed: pl.DataFrame) -> pl.DataFrame:
-    return (
-        _normalised_probes(keyed)
-        .select("vid", "is_company", block=_block(pl.col.key), text=_sorted_tokens(pl.col.key))
-        .filter(pl.col.text != "")
+def _resolved(frame: pl.DataFrame, match: pl.Expr, detail: pl.Expr | None = None) -> pl.DataFrame:
+    return frame.select(
+        "mode",
+        "value",
+        "contact_id",
+        match=match,
+        matched_name="name",
+        reason=pl.lit(None, dtype=pl.String),
+        detail=pl.lit(None, dtype=pl.String) if detail is None else detail,
     )
+
+
+def _failed(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
+    return frame.select(
+        "mode",
+        "value",
+        contact_id=pl.lit(None, dtype=pl.String),
+        match=pl.lit(None, dtype=pl.String),
+        matched_name=pl.lit(None, dtype=pl.String),
+        reason=pl.lit(reason),
+        detail=detail,
+    )
+
+
+def _decide(
+    keyed: pl.DataFrame, hits: pl.DataFrame, index: ContactIndex, levels: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """From (vid, contact_id, level) hits: one contact at the best level resolves, more fail.
+
+    Returns the settled outcomes and the keyed values nothing matched.
+    """
+    best = (
+        hits.select("vid", "contact_id", "level")
+        .unique()
+        .filter(pl.col.level == pl.col.level.min().over("vid"))
+    )
+    counts = best.group_by("vid").agg(
+        contact_id=pl.col.contact_id.first(), level=pl.col.level.first(), count=pl.len()
+    )
+    level_name = pl.col.level.replace_strict(
+        list(range(len(levels))), levels, return_dtype=pl.String
+    )
+    single = (
+        counts.filter(pl.col.count == 1)
+        .join(keyed, on="vid")
+        .join(index.contacts.select("contact_id", "name"), on="contact_id", how="left")
+    )
+    several = counts.filter(pl.col.count > 1).select("vid", "level")
+    candidates = _candidate_lists(best.join(several, on="vid", how="semi"), index, AMBIGUOUS_SHOWN)
+    ambiguous = keyed.join(several, on="vid").join(candidates, on="vid")
+    settled = pl.concat(
+        [
+            _resolved(single, level_name),
+            _failed(ambiguous, "ambiguous_contact", _ambiguous_detail(level_name)),
+        ]
+    )
+    return settled, keyed.join(counts, on="vid", how="anti")
+
+
+def _resolve_missing(values: pl.DataFrame) -> pl.DataFrame:
+    return _failed(values, "missing_value", pl.lit("The cell is empty: there is nothing to match."))
+
+
+def _resolve_ids(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
+    contacts = index.contacts.select("contact_id", "name")
+    found = values.join(contacts, left_on="value", right_on="contact_id", how="inner")
+    rest = values.join(contacts, left_on="value", right_on="contact_id", how="anti")
+    mangled = pl.col.value.str.contains(_MANGLED_ID)
+    well_formed = pl.col.value.str.contains(_ID)
+    return pl.concat(
+        [
+            _resolved(found.with_columns(contact_id=pl.col.value), pl.lit("id")),
+            _failed(
+                rest.filter(mangled),
+                "id_precision_lost",
+                pl.format(
+                    "{} looks like a contact id that Excel stored as a number, which lost its "
+                    "last digits. Format the column as Text in Excel, paste the ids again and "
+                    "re-export the file.",
+                    _quoted(),
+                ),
+            ),
+            _failed(
+                rest.filter(~mangled & ~well_formed),
+                "invalid_id",
+                pl.format(
+                    "{} is not a contact id: LACRM ids are 31 digits. Check the column, or match "
+                    "this side by name or email instead.",
+                    _quoted(),
+                ),
+            ),
+            _failed(
+                rest.filter(~mangled & well_formed),
+                "contact_not_found",
+                pl.format("No contact has the id {}.", pl.col.value),
+            ),
+        ]
+    )
+
+
+def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
+    keyed = values.with_row_index("vid").with_columns(key=exact_key(pl.col.value))
+    hits = keyed.join(index.emails, on="key", how="inner").with_columns(level=pl.lit(0, pl.UInt8))
+    settled, unmatched = _decide(keyed, hits, index, ["email"])
+    return pl.concat([settled, _failed(unmatched, "contact_not_found", _not_found_detail())])
+
+
+# ---------------------------------------------------------------- names
+
+
+def _kind_allows(kind: pl.Expr, is_company: pl.Expr) -> pl.Expr:
+    return (kind == "name") | ((kind == "company") == is_company)
+
+
+def _normalised_probes(keyed: pl.DataFrame) -> pl.DataFrame:
+    """vid, key, is_company: the person and/or company form of each value, as its mode allows."""
+    folded = keyed.select("vid", "kind", folded=_fold_letters(pl.col.value))
+    people = folded.filter(pl.col.kind != "company").select(
+        "vid", key=_person_from_folded(pl.col.folded), is_company=pl.lit(False)
+    )
+    companies = folded.filter(pl.col.kind != "person").select(
+        "vid", key=_company_from_folded(pl.col.folded), is_company=pl.lit(True)
+    )
+    return pl.concat([people, companies]).filter(pl.col.key != "")
+
+
+def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
+    keyed = values.with_row_index("vid")
+    exact = (
+        keyed.with_columns(key=exact_key(pl.col.value))
+        .join(index.exact, on="key", how="inner")
+        .filter(_kind_allows(pl.col.kind, pl.col.is_company))
+        .select("vid", "contact_id", level=pl.lit(0, pl.UInt8))
+    )
+    probes = _normalised_probes(keyed.join(exact, on="vid", how="anti"))
+    normalised = probes.join(index.normalised, on=["key", "is_company"], how="inner").select(
+        "vid", "contact_id", level=pl.lit(1, pl.UInt8)
+    )
+    settled, unmatched = _decide(
+        keyed, pl.concat([exact, normalised]), index, ["exact", "normalised"]
+    )
+    if unmatched.is_empty():
+        return settled
+    unmatched_probes = probes.join(unmatched, on="vid", how="semi")
+    return pl.concat([settled, _resolve_fuzzy(unmatched, unmatched_probes, index, fuzzy)])
+
+
+# ---------------------------------------------------------------- fuzzy and did-you-mean
 
 
 def _block_scores(
@@ -502,19 +508,26 @@ def _block_scores(
             yield vid, ids[position], score
 
 
-def fuzzy_scores(queries: pl.DataFrame, index: ContactIndex, cutoff: float) -> pl.DataFrame:
-    """queries (vid, is_company, block, text) -> vid, contact_id, score (best per contact)."""
-    choices = {
-        key: (group["text"].to_list(), group["contact_id"].to_list())
-        for key, group in index.fuzzy.group_by("is_company", "block")
-    }
+def fuzzy_scores(
+    probes: pl.DataFrame, choices: Choices, block_columns: tuple[str, ...], cutoff: float
+) -> pl.DataFrame:
+    """probes (vid, key, is_company) -> vid, contact_id, score: the best score per contact.
+
+    The score is rapidfuzz's ratio of the sorted words (token_sort_ratio), 0-100.
+    """
+    queries = probes.select("vid", "is_company", text=_sorted_tokens(pl.col.key)).with_columns(
+        **_block_keys(pl.col.text)
+    )
+    stacked = pl.concat(
+        [queries.select("vid", "is_company", "text", block=column) for column in block_columns]
+    )
     rows: list[tuple[int, str, float]] = []
-    for key, group in queries.group_by("is_company", "block"):
-        if key not in choices:
+    for (is_company, block), group in stacked.group_by("is_company", "block"):
+        block_choices = choices.get((is_company, block))
+        if block_choices is None:
             continue
-        texts, ids = choices[key]
         pairs = list(zip(group["vid"].to_list(), group["text"].to_list(), strict=True))
-        rows.extend(_block_scores(pairs, texts, ids, cutoff))
+        rows.extend(_block_scores(pairs, *block_choices, cutoff))
     scores = pl.DataFrame(
         rows, schema={"vid": pl.UInt32, "contact_id": pl.String, "score": pl.Float64}, orient="row"
     )
@@ -530,31 +543,34 @@ def _ranked(scores: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _resolve_fuzzy(keyed: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
-    cutoff = (
-        DID_YOU_MEAN_CUTOFF if fuzzy is None else min(fuzzy - FUZZY_MARGIN, DID_YOU_MEAN_CUTOFF)
-    )
-    ranked = _ranked(fuzzy_scores(_fuzzy_queries(keyed), index, max(cutoff, 0.0)))
+def _resolve_fuzzy(
+    unmatched: pl.DataFrame, probes: pl.DataFrame, index: ContactIndex, fuzzy: float | None
+) -> pl.DataFrame:
     if fuzzy is None:
-        return _not_found(keyed, ranked, index)
+        scores = fuzzy_scores(
+            probes, index.narrow_choices, ("narrow_a", "narrow_b"), DID_YOU_MEAN_CUTOFF
+        )
+        return _not_found(unmatched, _ranked(scores), index)
+    cutoff = max(min(fuzzy - FUZZY_MARGIN, DID_YOU_MEAN_CUTOFF), 0.0)
+    ranked = _ranked(fuzzy_scores(probes, index.broad_choices, ("broad",), cutoff))
     clear = (pl.col.best >= fuzzy) & (pl.col.best - pl.col.runner_up >= FUZZY_MARGIN)
     close = (pl.col.best >= fuzzy) & ~clear
     accepted = ranked.filter(clear & (pl.col.rank == 0))
     contested = ranked.filter(close & (pl.col.score >= pl.col.best - FUZZY_MARGIN))
-    settled = pl.concat([accepted.select("vid"), contested.select("vid")]).unique()
+    settled = pl.concat([accepted.select("vid"), contested.select("vid")])
     return pl.concat(
         [
-            _fuzzy_accepted(keyed, accepted, index),
-            _fuzzy_contested(keyed, contested, index),
-            _not_found(keyed.join(settled, on="vid", how="anti"), ranked, index),
+            _fuzzy_accepted(unmatched, accepted, index),
+            _fuzzy_contested(unmatched, contested, index),
+            _not_found(unmatched.join(settled, on="vid", how="anti"), ranked, index),
         ]
     )
 
 
 def _fuzzy_accepted(
-    keyed: pl.DataFrame, accepted: pl.DataFrame, index: ContactIndex
+    unmatched: pl.DataFrame, accepted: pl.DataFrame, index: ContactIndex
 ) -> pl.DataFrame:
-    frame = keyed.join(accepted, on="vid").join(
+    frame = unmatched.join(accepted, on="vid").join(
         index.contacts.select("contact_id", "name"), on="contact_id", how="left"
     )
     score = pl.col.score.floor().cast(pl.Int64)
@@ -566,7 +582,7 @@ def _fuzzy_accepted(
     detail = pl.format(
         "{} was matched by similarity to {} (score {}; {}).",
         _quoted(),
-        pl.concat_str(pl.lit('"'), pl.col.name, pl.lit('"')),
+        _quoted("name"),
         score,
         runner_up,
     )
@@ -574,24 +590,23 @@ def _fuzzy_accepted(
 
 
 def _fuzzy_contested(
-    keyed: pl.DataFrame, contested: pl.DataFrame, index: ContactIndex
+    unmatched: pl.DataFrame, contested: pl.DataFrame, index: ContactIndex
 ) -> pl.DataFrame:
-    lists = _candidate_lists(contested, index, AMBIGUOUS_SHOWN)
-    frame = keyed.join(lists, on="vid")
+    candidates = _candidate_lists(contested, index, AMBIGUOUS_SHOWN)
+    frame = unmatched.join(candidates, on="vid")
     return _failed(frame, "ambiguous_contact", _ambiguous_detail(pl.lit("fuzzy")))
 
 
-def _not_found(keyed: pl.DataFrame, ranked: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    suggestions = ranked.filter(
-        (pl.col.rank < DID_YOU_MEAN_LIMIT) & (pl.col.score >= DID_YOU_MEAN_CUTOFF)
-    )
-    described = (
-        suggestions.join(_candidate_text(index.contacts), on="contact_id", how="left")
+def _not_found(unmatched: pl.DataFrame, ranked: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
+    suggestions = (
+        ranked.filter((pl.col.rank < DID_YOU_MEAN_LIMIT) & (pl.col.score >= DID_YOU_MEAN_CUTOFF))
+        .join(unmatched.select("vid"), on="vid", how="semi")
+        .join(index.contacts, on="contact_id", how="left")
         .sort("vid", "rank")
-        .group_by("vid")
-        .agg(suggestion=pl.col.candidate.str.join("; "))
+        .group_by("vid", maintain_order=True)
+        .agg(suggestion=_candidate_text().str.join("; "))
     )
-    frame = keyed.join(described, on="vid", how="left")
+    frame = unmatched.join(suggestions, on="vid", how="left")
     detail = pl.concat_str(
         _not_found_detail(),
         pl.format(" Did you mean: {}?", pl.col.suggestion),
@@ -603,34 +618,47 @@ def _not_found(keyed: pl.DataFrame, ranked: pl.DataFrame, index: ContactIndex) -
 # ---------------------------------------------------------------- the side
 
 
-def _check_modes(values: pl.DataFrame) -> None:
-    unknown = set(values["mode"].unique().to_list()) - set(MODES)
+def _classify(mode: pl.Expr, value: pl.Expr) -> pl.Expr:
+    auto = (
+        pl.when(value.str.contains(_ID_LIKE))
+        .then(pl.lit("id"))
+        .when(value.str.contains("@", literal=True))
+        .then(pl.lit("email"))
+        .otherwise(pl.lit("name"))
+    )
+    return (
+        pl.when(value.is_null() | (value == ""))
+        .then(pl.lit("missing"))
+        .when(mode == "auto")
+        .then(auto)
+        .otherwise(mode)
+    )
+
+
+def _check_arguments(distinct: pl.DataFrame, fuzzy: float | None) -> None:
+    unknown = set(distinct["mode"].unique().to_list()) - set(MODES)
     if unknown:
         raise ValueError(f"unknown match mode(s) {sorted(unknown)}; use one of {', '.join(MODES)}")
+    if fuzzy is not None and not 0 <= fuzzy <= 100:
+        raise ValueError(f"the fuzzy threshold must be between 0 and 100, not {fuzzy}")
 
 
 def _resolve_distinct(
     distinct: pl.DataFrame, index: ContactIndex, fuzzy: float | None
 ) -> pl.DataFrame:
-    by_kind = {
-        kind: distinct.filter(pl.col.kind == kind)
-        for kind in ("missing", "id", "email", *NAME_KINDS)
-    }
-    names = pl.concat([by_kind[kind] for kind in NAME_KINDS])
+    """mode, value, kind -> one outcome per distinct (mode, value)."""
+    names = distinct.filter(pl.col.kind.is_in(NAME_KINDS))
     parts = [
-        _resolve_missing(by_kind["missing"]),
-        _resolve_ids(by_kind["id"], index),
-        _resolve_emails(by_kind["email"], index),
+        _resolve_missing(distinct.filter(pl.col.kind == "missing")),
+        _resolve_ids(distinct.filter(pl.col.kind == "id"), index),
+        _resolve_emails(distinct.filter(pl.col.kind == "email"), index),
         _resolve_names(names, index, fuzzy),
     ]
-    return pl.concat(
-        [part.cast(_LOOKUP_SCHEMA) for part in parts if not part.is_empty()]
-        or [pl.DataFrame(schema=_LOOKUP_SCHEMA)]
-    )
+    return pl.concat([part.cast(_LOOKUP_SCHEMA) for part in parts])
 
 
 def _best_attempt(joined: pl.DataFrame) -> pl.DataFrame:
-    """The first attempt that resolves; otherwise the most informative failure."""
+    """Per row: the first attempt that resolves; otherwise the most informative failure."""
     rank = pl.col.reason.replace_strict(_REASON_RANK, default=9, return_dtype=pl.UInt8)
     return (
         joined.with_columns(_rank=rank)
@@ -642,16 +670,20 @@ def _best_attempt(joined: pl.DataFrame) -> pl.DataFrame:
 def resolve_side(
     values: pl.DataFrame, index: ContactIndex, fuzzy: float | None = None
 ) -> pl.DataFrame:
-    """values (row_id, attempt, mode, value) -> one row per row_id with RESULT_SCHEMA."""
-    _check_modes(values)
+    """values (row_id, attempt, mode, value) -> one row per row_id with RESULT_SCHEMA.
+
+    fuzzy: None (off) or a similarity threshold 0-100 for names nothing else matched.
+    """
     trimmed = values.with_columns(value=pl.col.value.str.strip_chars())
-    distinct = (
-        trimmed.select("mode", "value")
-        .unique()
-        .with_columns(kind=_classify(pl.col.mode, pl.col.value))
-    )
+    distinct = trimmed.select("mode", "value").unique()
+    _check_arguments(distinct, fuzzy)
+    distinct = distinct.with_columns(kind=_classify(pl.col.mode, pl.col.value))
     lookups = _resolve_distinct(distinct, index, fuzzy)
-    joined = trimmed.join(lookups, on=["mode", "value"], how="left", nulls_equal=True)
+    joined = trimmed.join(
+        lookups, on=["mode", "value"], how="left", nulls_equal=True, maintain_order="left"
+    )
     if joined["row_id"].n_unique() != joined.height:
         joined = _best_attempt(joined)
-    return joined.sort("row_id").select(list(RESULT_SCHEMA)).cast(RESULT_SCHEMA)
+    elif not joined["row_id"].is_sorted():
+        joined = joined.sort("row_id")
+    return joined.select(list(RESULT_SCHEMA)).cast(RESULT_SCHEMA)
