@@ -27,14 +27,37 @@ from etl.sandbox.testing import (
     start_sandbox,
 )
 
-UID_PATTERN = r"^[1-9][0-9]{30}$"
+FAULTS_OFF = {
+    "latency": 0.0,
+    "rate_limit": None,
+    "error_rate": 0.0,
+    "lost_rate": 0.0,
+    "down": False,
+}
 
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[RunningSandbox]:
-    """One sandbox for the tests that only read (starting a process costs time)."""
+    """One sandbox for the tests that only read: starting a process costs most of a second."""
     with start_sandbox(seed=example_seed()) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def crm_process() -> Iterator[RunningSandbox]:
+    with start_sandbox(seed=example_seed()) as running:
+        yield running
+
+
+@pytest.fixture
+def crm(crm_process: RunningSandbox) -> Iterator[RunningSandbox]:
+    """The module's writable sandbox: counters zeroed before each test, faults off after.
+
+    Tests that share it assert on what they changed, not on totals.
+    """
+    crm_process.reset_counters()
+    yield crm_process
+    crm_process.set_faults(**FAULTS_OFF)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -165,50 +188,55 @@ def test_paging_reports_more_results_and_caps_the_page_size(shared: RunningSandb
     assert by_id["HasMoreResults"] is True
 
 
-def test_create_contact_returns_a_new_string_id(sandbox: RunningSandbox) -> None:
-    person = sandbox.call("CreateContact", Name="Ann B Carter", Email=[{"Text": "a@c.example"}])
-    company = sandbox.call("CreateContact", IsCompany=True, **{"Company Name": "Carter Co"})
+def test_create_contact_returns_a_new_string_id(crm: RunningSandbox) -> None:
+    contacts_before = crm.state()["contacts"]
+    person = crm.call("CreateContact", Name="Ann B Carter", Email=[{"Text": "a@c.example"}])
+    company = crm.call("CreateContact", IsCompany=True, **{"Company Name": "Carter Co"})
     assert_uid(person["ContactId"])
-    ann = sandbox.call("GetContact", ContactId=person["ContactId"])
+    ann = crm.call("GetContact", ContactId=person["ContactId"])
     assert (ann["Name"]["FirstName"], ann["Name"]["MiddleName"]) == ("Ann", "B")
-    assert sandbox.call("GetContact", ContactId=company["ContactId"])["IsCompany"] is True
-    error_of(sandbox.post("CreateContact", {"IsCompany": True, "Company Name": "carter co"}))
-    assert sandbox.state()["contacts"] == 7
+    assert crm.call("GetContact", ContactId=company["ContactId"])["IsCompany"] is True
+    error_of(crm.post("CreateContact", {"IsCompany": True, "Company Name": "carter co"}))
+    assert crm.state()["contacts"] == contacts_before + 2
 
 
 # --- relationships ----------------------------------------------------------------------
 
 
-def test_relationships_round_trip_in_the_documented_shape(sandbox: RunningSandbox) -> None:
-    created = sandbox.call("CreateRelationship", ContactId1=BOB_ID, ContactId2=ACME_ID, Note="x")
+def test_relationships_round_trip_in_the_documented_shape(crm: RunningSandbox) -> None:
+    created = crm.call("CreateRelationship", ContactId1=BOB_ID, ContactId2=ACME_ID, Note="x")
     relationship_id = created["RelationshipId"]
     assert_uid(relationship_id)
-    assert sandbox.call("EditRelationship", RelationshipId=relationship_id, Note="Consultant") == {}
-    relationship = sandbox.call("GetRelationship", RelationshipId=relationship_id)
+    assert crm.call("EditRelationship", RelationshipId=relationship_id, Note="Consultant") == {}
+    relationship = crm.call("GetRelationship", RelationshipId=relationship_id)
     assert relationship["Note"] == "Consultant"
     assert relationship["ContactId1"] == BOB_ID and relationship["ContactId2"] == ACME_ID
     assert relationship["Contact1MetaData"] == {"Name": "Bob Smith"}
     assert relationship["Contact2MetaData"] == {"Name": "Acme Ltd"}
     assert set(relationship["CreatedByMetaData"]) == {"FirstName", "LastName"}
     assert relationship["DateEdited"][-6] in "+-"  # ISO 8601 with an offset
-    attached = sandbox.call("GetRelationshipsAttachedToContact", ContactId=ACME_ID)
-    assert [r["RelationshipId"] for r in attached["Results"]] == [relationship_id]
-    assert sandbox.call("DeleteRelationship", RelationshipId=relationship_id) == {}
-    error_of(sandbox.post("GetRelationship", {"RelationshipId": relationship_id}))
+    attached = crm.call("GetRelationshipsAttachedToContact", ContactId=ACME_ID)
+    assert relationship_id in {r["RelationshipId"] for r in attached["Results"]}
+    assert crm.call("DeleteRelationship", RelationshipId=relationship_id) == {}
+    error_of(crm.post("GetRelationship", {"RelationshipId": relationship_id}))
 
 
-def test_relationships_are_found_from_either_side_and_paged(sandbox: RunningSandbox) -> None:
-    sandbox.call("CreateRelationship", ContactId1=BOB_ID, ContactId2=JANE_ID, Note="")
-    sandbox.call("CreateRelationship", ContactId1=JANE_ID, ContactId2=ACME_ID, Note="")
-    first = sandbox.call(
-        "GetRelationshipsAttachedToContact", ContactId=JANE_ID, MaxNumberOfResults=2
-    )
-    second = sandbox.call(
-        "GetRelationshipsAttachedToContact", ContactId=JANE_ID, MaxNumberOfResults=2, Page=2
-    )
+def test_relationships_are_found_from_either_side_and_paged(crm: RunningSandbox) -> None:
+    x, y, z = (crm.call("CreateContact", Name=name)["ContactId"] for name in ("X A", "Y B", "Z C"))
+    oldest = crm.call("CreateRelationship", ContactId1=x, ContactId2=y)["RelationshipId"]
+    crm.call("CreateRelationship", ContactId1=z, ContactId2=x)
+    crm.call("CreateRelationship", ContactId1=x, ContactId2=JOHN_ID)
+
+    def page(number: int) -> dict[str, Any]:
+        return crm.call(
+            "GetRelationshipsAttachedToContact", ContactId=x, MaxNumberOfResults=2, Page=number
+        )
+
+    first, second = page(1), page(2)
     assert (len(first["Results"]), first["HasMoreResults"]) == (2, True)
     assert (len(second["Results"]), second["HasMoreResults"]) == (1, False)
-    assert first["Results"][0]["RelationshipId"] == JOHN_JANE_RELATIONSHIP_ID
+    assert first["Results"][0]["RelationshipId"] == oldest
+    assert first["Results"][1]["ContactId2"] == x
 
 
 def test_the_crm_does_not_prevent_duplicates(sandbox: RunningSandbox) -> None:
@@ -223,72 +251,80 @@ def test_the_crm_does_not_prevent_duplicates(sandbox: RunningSandbox) -> None:
 # --- faults -----------------------------------------------------------------------------
 
 
-def test_rate_limit_answers_429_with_retry_after(sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(rate_limit=2)
-    statuses = [sandbox.post("GetContact", {"ContactId": JOHN_ID}) for _ in range(4)]
+def relationship_count(crm: RunningSandbox) -> int:
+    return len(crm.state()["relationships"])
+
+
+def test_rate_limit_answers_429_with_retry_after(crm: RunningSandbox) -> None:
+    crm.set_faults(rate_limit=2)
+    statuses = [crm.post("GetContact", {"ContactId": JOHN_ID}) for _ in range(4)]
     limited = [response for response in statuses if response.status_code == 429]
     assert [response.status_code for response in statuses[:2]] == [200, 200]
     assert limited, "requests over the limit must be refused"
     assert all(int(response.headers["Retry-After"]) >= 1 for response in limited)
-    sandbox.set_faults(rate_limit=None)
-    assert sandbox.post("GetContact", {"ContactId": JOHN_ID}).status_code == 200
+    crm.set_faults(rate_limit=None)
+    assert crm.post("GetContact", {"ContactId": JOHN_ID}).status_code == 200
 
 
-def test_server_errors_do_nothing_but_are_counted(sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(error_rate=1.0)
-    response = sandbox.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
+def test_server_errors_do_nothing_but_are_counted(crm: RunningSandbox) -> None:
+    before = relationship_count(crm)
+    crm.set_faults(error_rate=1.0)
+    response = crm.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
     assert response.status_code == 500
-    state = sandbox.state()
-    assert len(state["relationships"]) == 1
+    state = crm.state()
+    assert len(state["relationships"]) == before
     assert state["write_calls"] == 1 and state["calls"] == {"CreateRelationship": 1}
 
 
 def test_a_lost_create_commits_but_the_client_sees_a_dropped_connection(
-    sandbox: RunningSandbox,
+    crm: RunningSandbox,
 ) -> None:
-    sandbox.set_faults(lost_rate=1.0)
+    crm.set_faults(lost_rate=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
-        sandbox.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
-    assert sandbox.post("GetContact", {"ContactId": BOB_ID}).status_code == 200
-    pairs = {(r["ContactId1"], r["ContactId2"]) for r in sandbox.state()["relationships"]}
-    assert (BOB_ID, JANE_ID) in pairs
+        crm.post(
+            "CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID, "Note": "lost"}
+        )
+    assert crm.post("GetContact", {"ContactId": BOB_ID}).status_code == 200
+    notes = {(r["ContactId1"], r["ContactId2"], r["Note"]) for r in crm.state()["relationships"]}
+    assert (BOB_ID, JANE_ID, "lost") in notes
 
 
-def test_lost_rate_is_repeatable_with_a_fault_seed(start_sandbox: Any) -> None:
+def test_lost_rate_is_repeatable_with_a_fault_seed(crm: RunningSandbox) -> None:
     def lost_pattern() -> list[bool]:
-        running = start_sandbox(seed=example_seed(), lost_rate=0.5, fault_seed=7)
+        crm.set_faults(lost_rate=0.5, fault_seed=7)
         pattern = []
         for _ in range(12):
             try:
-                running.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
+                crm.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
                 pattern.append(False)
             except httpx.RemoteProtocolError:
                 pattern.append(True)
-        assert len(running.state()["relationships"]) == 13
         return pattern
 
+    before = relationship_count(crm)
     first = lost_pattern()
     assert first == lost_pattern()
     assert any(first) and not all(first)
+    assert relationship_count(crm) == before + 24, "lost creates are committed too"
 
 
-def test_latency_delays_every_api_request(sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(latency=0.3)
+def test_latency_delays_every_api_request(crm: RunningSandbox) -> None:
+    crm.set_faults(latency=0.3)
     started = time.monotonic()
-    sandbox.post("GetContact", {"ContactId": JOHN_ID})
+    crm.post("GetContact", {"ContactId": JOHN_ID})
     assert time.monotonic() - started >= 0.3
     started = time.monotonic()
-    sandbox.state()
+    crm.state()
     assert time.monotonic() - started < 0.3, "control endpoints see no faults"
 
 
-def test_slow_requests_on_many_connections_overlap(sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(latency=0.4)
+def test_slow_requests_on_many_connections_overlap(crm: RunningSandbox) -> None:
+    crm.set_faults(latency=0.4)
     body = {"Function": "GetContact", "Parameters": {"ContactId": JOHN_ID}}
 
     async def eight_at_once() -> list[int]:
-        async with httpx.AsyncClient(headers={"Authorization": sandbox.api_key}) as client:
-            requests = [client.post(sandbox.url, json=body) for _ in range(8)]
+        async with httpx.AsyncClient(headers={"Authorization": crm.api_key}) as client:
+            requests = [client.post(crm.url, json=body) for _ in range(8)]
             return [response.status_code for response in await asyncio.gather(*requests)]
 
     started = time.monotonic()
@@ -296,51 +332,52 @@ def test_slow_requests_on_many_connections_overlap(sandbox: RunningSandbox) -> N
     assert time.monotonic() - started < 8 * 0.4 / 2
 
 
-def test_down_drops_every_api_request_without_effect(sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(down=True)
+def test_down_drops_every_api_request_without_effect(crm: RunningSandbox) -> None:
+    before = relationship_count(crm)
+    crm.set_faults(down=True)
     with pytest.raises(httpx.TransportError):
-        sandbox.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
-    state = sandbox.state()
-    assert len(state["relationships"]) == 1 and state["write_calls"] == 0
-    sandbox.set_faults(down=False)
-    assert sandbox.post("GetContact", {"ContactId": BOB_ID}).status_code == 200
+        crm.post("CreateRelationship", {"ContactId1": BOB_ID, "ContactId2": JANE_ID})
+    state = crm.state()
+    assert len(state["relationships"]) == before and state["write_calls"] == 0
+    crm.set_faults(down=False)
+    assert crm.post("GetContact", {"ContactId": BOB_ID}).status_code == 200
 
 
-def test_faults_can_be_set_at_start(start_sandbox: Any) -> None:
-    running = start_sandbox(error_rate=1.0, latency=0.05, down=False)
-    assert running.post("GetContacts").status_code == 500
-    assert running.state()["faults"]["error_rate"] == 1.0
-
-
-def test_bad_fault_settings_are_refused(sandbox: RunningSandbox) -> None:
+def test_bad_fault_settings_are_refused(crm: RunningSandbox) -> None:
     for bad in ({"error_rate": 2}, {"latency": -1}, {"flood": True}, {"down": "yes"}):
-        response = httpx.post(sandbox.base_url + "/_sandbox/faults", json=bad)
+        response = httpx.post(crm.base_url + "/_sandbox/faults", json=bad)
         assert response.status_code == 400
+    assert crm.state()["faults"] == FAULTS_OFF
+
+
+def test_faults_set_at_start_and_sigterm_stops_cleanly(start_sandbox: Any) -> None:
+    running = start_sandbox(error_rate=1.0, latency=0.05, rate_limit=50, lost_rate=0.5)
+    assert running.post("GetContacts").status_code == 500
+    assert running.state()["faults"] == {
+        "latency": 0.05, "rate_limit": 50.0, "error_rate": 1.0, "lost_rate": 0.5, "down": False
+    }  # fmt: skip
+    running.process.terminate()
+    assert running.process.wait(5) == 0
 
 
 # --- state ------------------------------------------------------------------------------
 
 
-def test_state_counts_calls_and_writes_until_reset(sandbox: RunningSandbox) -> None:
-    sandbox.call("GetContact", ContactId=JOHN_ID)
-    sandbox.call("CreateRelationship", ContactId1=BOB_ID, ContactId2=ACME_ID)
-    sandbox.post("EditRelationship", {"RelationshipId": "9" * 31, "Note": "no such"})
-    state = sandbox.state()
+def test_state_counts_calls_and_writes_until_reset(crm: RunningSandbox) -> None:
+    before = crm.state()
+    crm.call("GetContact", ContactId=JOHN_ID)
+    crm.call("CreateRelationship", ContactId1=BOB_ID, ContactId2=ACME_ID)
+    crm.post("EditRelationship", {"RelationshipId": "9" * 31, "Note": "no such"})
+    state = crm.state()
     assert state["calls"] == {"GetContact": 1, "CreateRelationship": 1, "EditRelationship": 1}
     assert state["write_calls"] == 2
-    assert state["contacts"] == 5
+    assert state["contacts"] == before["contacts"]
+    assert len(state["relationships"]) == len(before["relationships"]) + 1
     assert state["relationships"][0]["RelationshipId"] == JOHN_JANE_RELATIONSHIP_ID
-    sandbox.reset_counters()
-    state = sandbox.state()
+    crm.reset_counters()
+    state = crm.state()
     assert (state["calls"], state["write_calls"]) == ({}, 0)
-    assert len(state["relationships"]) == 2
-
-
-def test_sigterm_stops_the_server_cleanly(start_sandbox: Any) -> None:
-    running = start_sandbox()
-    running.post("GetContacts")
-    running.process.terminate()
-    assert running.process.wait(5) == 0
+    assert len(state["relationships"]) == len(before["relationships"]) + 1
 
 
 def test_the_key_is_never_printed_and_ctrl_c_stops_cleanly(tmp_path: Any) -> None:
