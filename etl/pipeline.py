@@ -16,7 +16,7 @@ from etl import directory, existing, resolve, write
 from etl import mapping as mapping_module
 from etl.extract import extract
 from etl.lacrm import LacrmClient
-from etl.ledger import Ledger
+from etl.ledger import Ledger, RunInfo
 from etl.mapping import Side, load_mapping, render_notes, side_values
 from etl.plan import TO_CREATE, build_plan
 from etl.report import ReportPaths, count_outcomes, report_frame, summary_text, write_reports
@@ -333,6 +333,14 @@ async def pull_contacts(api: Api, output: Path, *, progress: bool) -> int:
 def suggest_mapping(source: Path, sheet: str | None) -> str:
     extracted = extract([source], sheet=sheet)
     return mapping_module.suggest_mapping(extracted.columns, source=source.name)
+
+
+def run_line(run: RunInfo) -> str:
+    """One line of `lacrm-etl runs`: when, state, and what the run did or will do."""
+    kind = "dry run" if run.dry_run else "import"
+    counts = ", ".join(f"{name} {n:,}" for name, n in sorted(run.counts.items()) if n)
+    sources = ", ".join(Path(p).name for p in run.settings.get("sources", []))
+    return f"{run.run_id}  {run.state:<11} {kind:<7}  {counts or 'no rows'}  [{sources}]"
 
 
 def check_unchanged(ledger: Ledger, run_id: str) -> None:
