@@ -7,7 +7,6 @@ sees every pair too. A company related to 500 people then costs one read, not 50
 
 from __future__ import annotations
 
-import heapq
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -38,30 +37,35 @@ class Existing:
 def vertex_cover(pairs: pl.DataFrame) -> list[str]:
     """A set of contacts touching every pair: greedily the one covering most uncovered pairs.
 
-    Ties go to the smaller id, so the cover is the same on every run. Lazy max-heap: a node's
-    stale degree is re-pushed when popped, so the work is O(pairs log contacts).
+    A bucket queue keyed by degree makes it O(pairs + contacts): a node whose degree fell since
+    it was queued is moved down to its bucket when it surfaces. The same input always gives
+    the same cover (ties start with the smaller id).
     """
     edges = _distinct_pairs(pairs)
     if edges.is_empty():
         return []
-    contacts, lo, hi, incident = _graph(edges)
-    degree = [len(edge_ids) for edge_ids in incident]
-    covered = bytearray(len(lo))
-    heap = [(-d, node) for node, d in enumerate(degree)]
-    heapq.heapify(heap)
+    graph = _Graph.of(edges)
+    degree = [graph.offsets[n + 1] - graph.offsets[n] for n in range(len(graph.contacts))]
+    top = max(degree)
+    buckets: list[list[int]] = [[] for _ in range(top + 1)]
+    for node in reversed(range(len(degree))):
+        buckets[degree[node]].append(node)  # popped from the end: smallest node first
+    covered = bytearray(len(graph.lo))
+    uncovered = len(graph.lo)
     cover: list[str] = []
-    while heap:
-        negative, node = heapq.heappop(heap)
-        if degree[node] == 0:
+    while uncovered:
+        while not buckets[top]:
+            top -= 1
+        node = buckets[top].pop()
+        if degree[node] != top:
+            buckets[degree[node]].append(node)
             continue
-        if -negative != degree[node]:
-            heapq.heappush(heap, (-degree[node], node))
-            continue
-        cover.append(contacts[node])
-        for edge in incident[node]:
+        cover.append(graph.contacts[node])
+        for edge in graph.incident(node):
             if not covered[edge]:
                 covered[edge] = 1
-                degree[lo[edge] ^ hi[edge] ^ node] -= 1  # the edge's other end
+                uncovered -= 1
+                degree[graph.lo[edge] ^ graph.hi[edge] ^ node] -= 1  # the edge's other end
         degree[node] = 0
     return cover
 
@@ -126,31 +130,38 @@ def _distinct_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _graph(edges: pl.DataFrame) -> tuple[list[str], list[int], list[int], list[list[int]]]:
-    """Contacts sorted by id; each edge's two node numbers; each node's incident edge numbers."""
-    contacts = (
-        pl.concat([edges.get_column("pair_lo"), edges.get_column("pair_hi")])
-        .unique()
-        .sort()
-        .to_frame("contact")
-        .with_row_index("node")
-    )
-    numbered = (
-        edges.with_row_index("edge")
-        .join(contacts.rename({"contact": "pair_lo", "node": "lo"}), on="pair_lo")
-        .join(contacts.rename({"contact": "pair_hi", "node": "hi"}), on="pair_hi")
-        .sort("edge")
-    )
-    ends = pl.concat(
-        [
-            numbered.select("edge", node=pl.col("lo")),
-            numbered.select("edge", node=pl.col("hi")),
-        ]
-    )
-    incident = ends.group_by("node").agg("edge").sort("node").get_column("edge").to_list()
-    return (
-        contacts.get_column("contact").to_list(),
-        numbered.get_column("lo").to_list(),
-        numbered.get_column("hi").to_list(),
-        incident,
-    )
+@dataclass(frozen=True)
+class _Graph:
+    """The pair graph with contacts numbered in id order; edges incident to node n are
+    `incident_edges[offsets[n]:offsets[n + 1]]` (compressed adjacency)."""
+
+    contacts: list[str]
+    lo: list[int]
+    hi: list[int]
+    offsets: list[int]
+    incident_edges: list[int]
+
+    @classmethod
+    def of(cls, edges: pl.DataFrame) -> _Graph:
+        count = edges.height
+        ends = pl.concat([edges.get_column("pair_lo"), edges.get_column("pair_hi")])
+        contacts = ends.unique().sort()
+        numbering = contacts.to_frame("contact").with_row_index("node")
+        nodes = (
+            ends.to_frame("contact")
+            .join(numbering, on="contact", how="left", maintain_order="left")
+            .get_column("node")
+        )
+        edge_ids = pl.int_range(0, count, dtype=pl.UInt32, eager=True)
+        by_node = nodes.arg_sort()
+        degrees = nodes.value_counts(sort=False).sort("node").get_column("count")
+        return cls(
+            contacts=contacts.to_list(),
+            lo=nodes.head(count).to_list(),
+            hi=nodes.tail(count).to_list(),
+            offsets=[0, *degrees.cum_sum().to_list()],
+            incident_edges=pl.concat([edge_ids, edge_ids]).gather(by_node).to_list(),
+        )
+
+    def incident(self, node: int) -> list[int]:
+        return self.incident_edges[self.offsets[node] : self.offsets[node + 1]]
