@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS known_relationships (
     PRIMARY KEY (run_id, relationship_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS known_by_relationship ON known_relationships(relationship_id);
+CREATE TABLE IF NOT EXISTS summaries (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+    saved_at TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
 """
 
 OUTCOME_SCHEMA = {
@@ -240,6 +245,24 @@ class Ledger:
             " relationship_id FROM creates WHERE state = 'created' AND deleted_at IS NULL"
         ).fetchall()
         return pl.DataFrame(rows, schema=CREATED_PAIRS_SCHEMA, orient="row")
+
+    def save_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Keep a run's final summary (API calls, finish time...) so its reports re-render alike."""
+        self.run(run_id)
+        _refuse_secrets(summary)
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO summaries (run_id, saved_at, summary) VALUES (?, ?, ?)",
+                (run_id, _now(), json.dumps(summary, default=str)),
+            )
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        """The summary last saved for this run, or None if its reports were never written."""
+        self.run(run_id)
+        row = self._db.execute(
+            "SELECT summary FROM summaries WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
 
     # -- creates ----------------------------------------------------------------------------
 

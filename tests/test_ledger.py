@@ -266,3 +266,16 @@ def test_sigkill_at_any_instant_leaves_a_consistent_ledger(
     # Every request that left was journaled first: none of them can look unsent.
     assert all(states[row_id] in ("sending", "created") for row_id in sent)
     assert sum(state == "sending" for state in states.values()) <= 1
+
+
+def test_a_run_keeps_its_last_summary(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "state.sqlite") as ledger:
+        run_id = new_run(ledger)
+        assert ledger.summary(run_id) is None
+        ledger.save_summary(run_id, {"created": 1, "api_calls": {"GetContacts": 2}})
+        ledger.save_summary(run_id, {"created": 2, "api_calls": {"GetContacts": 3}})
+        assert ledger.summary(run_id) == {"created": 2, "api_calls": {"GetContacts": 3}}
+        with pytest.raises(LedgerError):
+            ledger.save_summary(run_id, {"settings": {"api_key": "x"}})
+        with pytest.raises(LedgerError):
+            ledger.summary("19990101-000000-0000")
