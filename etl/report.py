@@ -1,13 +1,28 @@
-"""Every report a run leaves: report.csv, failed.csv, summary.json and the terminal summary."""
+"""Every report a run leaves: report.csv, report.xlsx, failed.csv, summary.json and the
+terminal summary. All of them come from one report frame and one summary, so they agree."""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.chart import BarChart, Reference
+from openpyxl.chart.label import DataLabelList
+from openpyxl.chart.series import DataPoint
+from openpyxl.styles import Alignment
+from openpyxl.workbook import Workbook
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from tqdm import tqdm
+
+from etl import spreadsheet
+from etl.spreadsheet import EXCEL_MAX_DATA_ROWS, neutralise_formulas, neutralise_text
 
 OUTCOME_COLUMNS = [
     "source",
@@ -21,14 +36,34 @@ OUTCOME_COLUMNS = [
     "relationship_id",
 ]
 MATCH_COLUMNS = ["match_1", "name_1", "match_2", "name_2"]
+ID_COLUMNS = ("contact_id_1", "contact_id_2", "relationship_id")
 STATUSES = ("created", "would_create", "skipped", "failed")
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# Excel's own Good / Neutral / Bad fills, and a blue for what a dry run would create.
+STATUS_COLOURS = {
+    "created": "C6EFCE",
+    "would_create": "DDEBF7",
+    "skipped": "FFEB9C",
+    "failed": "FFC7CE",
+}
+# Stronger shades of the same hues: pale fills vanish as chart bars.
+CHART_COLOURS = {
+    "created": "63BE7B",
+    "would_create": "5B9BD5",
+    "skipped": "FFC000",
+    "failed": "E06666",
+}
+SUMMARY_SHEET = "Summary"
+SECONDS_FORMAT = "0.000"
+LEFT = Alignment(horizontal="left")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ReportPaths:
     directory: Path
     report_csv: Path
+    report_xlsx: Path
     failed_csv: Path
     summary_json: Path
 
@@ -45,19 +80,6 @@ def report_frame(plan: pl.DataFrame, rows: pl.DataFrame, input_columns: list[str
         plan.join(inputs, on="row_id", how="left")
         .sort("row_id")
         .select(*OUTCOME_COLUMNS, *renamed.values(), *MATCH_COLUMNS)
-    )
-
-
-def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
-    """Prefix an apostrophe to every text cell a spreadsheet would run as a formula."""
-    text_columns = [name for name, dtype in frame.schema.items() if dtype == pl.String]
-    pattern = "^[" + "".join(FORMULA_TRIGGERS).replace("-", r"\-") + "]"
-    return frame.with_columns(
-        pl.when(pl.col(name).str.contains(pattern))
-        .then("'" + pl.col(name))
-        .otherwise(pl.col(name))
-        .alias(name)
-        for name in text_columns
     )
 
 
@@ -88,19 +110,249 @@ def count_outcomes(report: pl.DataFrame) -> dict[str, Any]:
 
 
 def write_reports(
-    report: pl.DataFrame, input_columns: list[str], summary: dict[str, Any], directory: Path
+    report: pl.DataFrame,
+    input_columns: list[str],
+    summary: dict[str, Any],
+    directory: Path,
+    *,
+    progress: bool = False,
+    max_sheet_rows: int = EXCEL_MAX_DATA_ROWS,
 ) -> ReportPaths:
     directory.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(
         directory=directory,
         report_csv=directory / "report.csv",
+        report_xlsx=directory / "report.xlsx",
         failed_csv=directory / "failed.csv",
         summary_json=directory / "summary.json",
     )
+    started = time.perf_counter()
     neutralise_formulas(report).write_csv(paths.report_csv)
     neutralise_formulas(failed_frame(report, input_columns)).write_csv(paths.failed_csv)
     paths.summary_json.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    log.info("report: csv and json in %.2f s", time.perf_counter() - started)
+    started = time.perf_counter()
+    write_workbook(report, summary, paths.report_xlsx, progress=progress, max_rows=max_sheet_rows)
+    log.info(
+        "report: %s, %d rows, in %.1f s",
+        paths.report_xlsx,
+        report.height,
+        time.perf_counter() - started,
+    )
     return paths
+
+
+def write_workbook(
+    report: pl.DataFrame,
+    summary: dict[str, Any],
+    path: Path,
+    *,
+    progress: bool = False,
+    max_rows: int = EXCEL_MAX_DATA_ROWS,
+) -> None:
+    """report.xlsx: a Summary sheet, then one sheet per status present (split past Excel's
+    row limit)."""
+    parts = {status: report.filter(pl.col("status") == status) for status in STATUSES}
+    present = {status: part for status, part in parts.items() if not part.is_empty()}
+    sheets = {
+        status: spreadsheet.sheet_titles(status, part.height, max_rows)
+        for status, part in present.items()
+    }
+    workbook = spreadsheet.new_workbook()
+    _summary_sheet(workbook, summary, sheets)
+    with tqdm(
+        total=report.height,
+        desc="Writing report.xlsx",
+        unit=" rows",
+        file=sys.stderr,
+        disable=not progress,
+        mininterval=0.5,
+    ) as bar:
+        for status, part in present.items():
+            spreadsheet.write_table(
+                workbook,
+                status,
+                part,
+                id_columns=ID_COLUMNS,
+                colour=STATUS_COLOURS[status],
+                value_colours=("status", {status: STATUS_COLOURS[status]}),
+                max_rows=max_rows,
+                bar=bar,
+            )
+    workbook.save(path)
+
+
+def _summary_sheet(
+    workbook: Workbook, summary: dict[str, Any], sheets: dict[str, list[str]]
+) -> None:
+    sheet = workbook.create_sheet(SUMMARY_SHEET)
+    sheet.column_dimensions["A"].width = 34
+    sheet.column_dimensions["B"].width = 12
+    sheet.column_dimensions["C"].width = 20
+    spreadsheet.fit_to_page_width(sheet)
+    writer = _SummaryWriter(sheet)
+    title = "Dry run: nothing was written" if summary.get("dry_run") else "Import"
+    writer.title(f"{title} \u2014 run {summary.get('run_id', '')}")
+    writer.blank()
+    status_rows = writer.status_block(summary, sheets)
+    writer.blank()
+    writer.reason_block(summary)
+    writer.pairs(
+        "When", [("started", summary.get("started_at")), ("finished", summary.get("finished_at"))]
+    )
+    writer.pairs(
+        "Seconds per stage",
+        list((summary.get("timings_s") or {}).items()),
+        number_format=SECONDS_FORMAT,
+    )
+    writer.pairs("API calls", list((summary.get("api_calls") or {}).items()), total=True)
+    writer.pairs("Existing-pairs check", _existing_lines(summary.get("existing_check")))
+    writer.pairs("Settings", [(k, _setting(v)) for k, v in (summary.get("settings") or {}).items()])
+    writer.pairs("Notes", [(note, None) for note in summary.get("notes") or []])
+    sheet.add_chart(_status_chart(sheet, status_rows), "E3")
+
+
+def _existing_lines(check: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not check:
+        return []
+    labels = {
+        "mode": "mode",
+        "why": "why",
+        "pairs": "pairs to check",
+        "reads": "API reads made",
+        "contacts_read": "contacts read (vertex cover)",
+        "naive_reads": "reads if every contact were read",
+    }
+    return [(labels.get(key, key), value) for key, value in check.items()]
+
+
+def _setting(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "(none)"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+class _SummaryWriter:
+    """Appends the Summary sheet's blocks top to bottom, remembering where each row went."""
+
+    def __init__(self, sheet: WriteOnlyWorksheet) -> None:
+        self.sheet = sheet
+        self.row = 0
+
+    def append(
+        self,
+        values: list[Any],
+        *,
+        bold: bool = False,
+        colour: str | None = None,
+        number_format: str | None = None,
+    ) -> int:
+        cells = [self._cell(value, bold, colour, number_format) for value in values]
+        self.sheet.append(cells)
+        self.row += 1
+        return self.row
+
+    def blank(self) -> None:
+        self.append([])
+
+    def title(self, text: str) -> None:
+        cell = self._cell(text, bold=True, colour=None, number_format=None)
+        cell.font = spreadsheet.TITLE_FONT
+        self.sheet.append([cell])
+        self.row += 1
+
+    def status_block(
+        self, summary: dict[str, Any], sheets: dict[str, list[str]]
+    ) -> list[tuple[str, int]]:
+        """Rows by status (the chart's data); returns each status shown with its sheet row."""
+        self.append(["Status", "Rows", "Sheet"], bold=True)
+        shown = []
+        for status in _statuses_shown(summary):
+            where = ", ".join(sheets.get(status, [])) or "(none)"
+            row = self.append(
+                [status, summary.get(status, 0), where], colour=STATUS_COLOURS[status]
+            )
+            shown.append((status, row))
+        self.append(["total rows", summary.get("total_rows", 0)], bold=True)
+        if summary.get("blank_rows"):
+            self.append(["blank rows (ignored)", summary["blank_rows"]])
+        return shown
+
+    def reason_block(self, summary: dict[str, Any]) -> None:
+        reasons = summary.get("reasons") or {}
+        if not reasons:
+            return
+        self.append(["Reason", "Rows", "Status"], bold=True)
+        for key, count in reasons.items():
+            status, reason = key.split("/", 1)
+            self.append([reason, count, status], colour=STATUS_COLOURS.get(status))
+        self.blank()
+
+    def pairs(
+        self,
+        heading: str,
+        lines: list[tuple[str, Any]],
+        *,
+        total: bool = False,
+        number_format: str | None = None,
+    ) -> None:
+        if not lines:
+            return
+        self.append([heading], bold=True)
+        for label, value in lines:
+            self.append([label, value], number_format=number_format)
+        if total:
+            self.append(["total", sum(int(value) for _label, value in lines)], bold=True)
+        self.blank()
+
+    def _cell(self, value: Any, bold: bool, colour: str | None, number_format: str | None) -> Any:
+        cell = WriteOnlyCell(self.sheet, value=neutralise_text(value))
+        if isinstance(cell.value, str):
+            cell.data_type = "s"
+            cell.alignment = LEFT
+        if number_format:
+            cell.number_format = number_format
+        if bold:
+            cell.font = spreadsheet.HEADER_FONT
+        if colour:
+            cell.fill = spreadsheet.fill(colour)
+        return cell
+
+
+def _statuses_shown(summary: dict[str, Any]) -> list[str]:
+    """A dry run shows would_create, an import created; both show any non-zero count."""
+    hidden = "created" if summary.get("dry_run") else "would_create"
+    return [s for s in STATUSES if s != hidden or summary.get(s)]
+
+
+def _status_chart(sheet: WriteOnlyWorksheet, rows: list[tuple[str, int]]) -> BarChart:
+    chart = BarChart()
+    chart.type = "bar"
+    chart.title = "Rows by status"
+    chart.legend = None
+    chart.x_axis.delete = False
+    chart.y_axis.delete = False
+    chart.x_axis.scaling.orientation = "maxMin"  # the first status on top, as in the table
+    chart.height, chart.width = 7.5, 14
+    first, last = rows[0][1], rows[-1][1]
+    chart.add_data(Reference(sheet, min_col=2, min_row=first, max_row=last), titles_from_data=False)
+    chart.set_categories(Reference(sheet, min_col=1, min_row=first, max_row=last))
+    series = chart.series[0]
+    for index, (status, _row) in enumerate(rows):
+        point = DataPoint(idx=index)
+        point.graphicalProperties.solidFill = CHART_COLOURS[status]
+        series.dPt.append(point)
+    series.dLbls = DataLabelList()
+    series.dLbls.showVal = True
+    for hidden in ("showCatName", "showSerName", "showLegendKey", "showPercent"):
+        setattr(series.dLbls, hidden, False)
+    return chart
 
 
 def summary_text(summary: dict[str, Any], paths: ReportPaths | None = None) -> str:

@@ -1,6 +1,7 @@
 import json
 
 import polars as pl
+from openpyxl import load_workbook
 
 from etl.report import (
     count_outcomes,
@@ -9,7 +10,9 @@ from etl.report import (
     report_frame,
     summary_text,
     write_reports,
+    write_workbook,
 )
+from etl.spreadsheet import new_workbook, write_table
 
 ID = "4006276277128630492722513572984"
 
@@ -94,3 +97,80 @@ def test_reports_on_disk_agree_with_the_counts(tmp_path) -> None:
     text = summary_text(saved, paths)
     assert "contact_not_found" in text
     assert str(paths.directory) in text
+
+
+def summary_of(report: pl.DataFrame, **extra: object) -> dict:
+    return {
+        "run_id": "r1",
+        "dry_run": False,
+        **count_outcomes(report),
+        "api_calls": {"CreateRelationship": 1, "GetContacts": 1},
+        "settings": {"sources": ["=evil.csv"], "dry_run": False},
+        **extra,
+    }
+
+
+def sheet_rows(sheet) -> list[tuple]:
+    return list(sheet.iter_rows(values_only=True))
+
+
+def test_the_workbook_has_a_summary_with_a_chart_and_a_sheet_per_status(tmp_path) -> None:
+    report = report_frame(plan(), rows(), ["Person", "status"])
+    paths = write_reports(report, ["Person", "status"], summary_of(report), tmp_path)
+    workbook = load_workbook(paths.report_xlsx)
+    assert workbook.sheetnames == ["Summary", "created", "failed"]
+    summary = workbook["Summary"]
+    counts = {row[0]: row[1] for row in sheet_rows(summary) if row and row[0]}
+    assert (counts["created"], counts["failed"], counts["total rows"]) == (1, 1, 2)
+    assert counts["contact_not_found"] == 1
+    assert counts["CreateRelationship"] == 1
+    assert counts["sources"] == "'=evil.csv"
+    (chart,) = summary._charts
+    assert chart.title is not None
+    assert len(chart.series) == 1
+    failed = workbook["failed"]
+    header, *data = sheet_rows(failed)
+    assert list(header) == report.columns
+    assert failed.freeze_panes == "A2"
+    assert failed.auto_filter.ref == f"A1:O{len(data) + 1}"
+    assert failed.column_dimensions["F"].width > 20  # detail fits its text
+
+
+def test_ids_are_text_cells_and_formulas_are_neutralised_in_the_workbook(tmp_path) -> None:
+    report = report_frame(plan(), rows(), ["Person", "status"])
+    paths = write_reports(report, ["Person", "status"], summary_of(report), tmp_path)
+    workbook = load_workbook(paths.report_xlsx)
+    for sheet in workbook.worksheets[1:]:
+        header = [cell.value for cell in sheet[1]]
+        for row in sheet.iter_rows(min_row=2):
+            for name, cell in zip(header, row, strict=True):
+                if name in ("contact_id_1", "contact_id_2", "relationship_id") and cell.value:
+                    assert cell.data_type == "s" and isinstance(cell.value, str)
+                    assert cell.number_format == "@"
+                    assert len(cell.value) == 31
+                assert cell.data_type != "f", (sheet.title, name)
+    failed = sheet_rows(workbook["failed"])
+    assert failed[1][failed[0].index("input:status")] == "'=1+1"
+
+
+def test_a_status_past_the_sheet_row_limit_continues_on_more_sheets(tmp_path) -> None:
+    many = pl.concat([plan()] * 3).with_columns(
+        row_id=pl.int_range(pl.len(), dtype=pl.UInt32), row=pl.int_range(pl.len()) + 2
+    )
+    inputs = pl.DataFrame({"row_id": many["row_id"], "Person": ["x"] * many.height})
+    report = report_frame(many, inputs, ["Person"])
+    write_workbook(report, summary_of(report), tmp_path / "r.xlsx", max_rows=2)
+    workbook = load_workbook(tmp_path / "r.xlsx")
+    assert workbook.sheetnames == ["Summary", "created", "created (2)", "failed", "failed (2)"]
+    assert [workbook[name].max_row for name in workbook.sheetnames[1:]] == [3, 2, 3, 2]
+    sheets = {row[0]: row[2] for row in sheet_rows(workbook["Summary"]) if row and row[0]}
+    assert sheets["failed"] == "failed, failed (2)"
+
+
+def test_control_characters_and_huge_cells_do_not_break_the_workbook(tmp_path) -> None:
+    frame = pl.DataFrame({"note": ["a\x00b\x0bc", "x" * 40_000, "-1"]})
+    workbook = new_workbook()
+    write_table(workbook, "t", frame)
+    workbook.save(tmp_path / "t.xlsx")
+    values = [row[0] for row in sheet_rows(load_workbook(tmp_path / "t.xlsx")["t"])]
+    assert values == ["note", "a\ufffdb\ufffdc", "x" * 32_767, "'-1"]

@@ -1,0 +1,205 @@
+"""Spreadsheets people open safely: formula neutralising and fast xlsx tables.
+
+Every CSV and XLSX the tool writes goes through `neutralise_formulas`, so no cell starts with a
+character a spreadsheet would run. Tables are written with openpyxl in write-only mode: rows
+stream to disk as they come, so memory stays flat at a million rows (normal mode keeps a Python
+object per cell, gigabytes at that size). Ids are text cells formatted "@", never numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from copy import copy
+from typing import Any
+
+import polars as pl
+from openpyxl import Workbook
+from openpyxl.cell import Cell, WriteOnlyCell
+from openpyxl.formatting.rule import CellIsRule
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from tqdm import tqdm
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+EXCEL_MAX_DATA_ROWS = 1_048_575  # 1,048,576 rows a sheet, less the header
+EXCEL_MAX_CELL_CHARS = 32_767
+TEXT_FORMAT = "@"
+MIN_WIDTH, MAX_WIDTH = 6, 60
+FILTER_BUTTON_WIDTH = 3
+_FORMULA_START = "^[" + "".join(FORMULA_TRIGGERS).replace("-", r"\-") + "]"
+# Control characters XML 1.0 cannot hold; openpyxl refuses them.
+_ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+HEADER_FONT = Font(bold=True)
+TITLE_FONT = Font(bold=True, size=14)
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix an apostrophe to every text cell a spreadsheet would run as a formula."""
+    text_columns = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(_FORMULA_START))
+        .then("'" + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name in text_columns
+    )
+
+
+def neutralise_text(value: Any) -> Any:
+    """The same for one value: a summary cell, a setting."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def excel_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Neutralised, without the control characters XML cannot hold, within Excel's cell size."""
+    text_columns = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    cleaned = frame.with_columns(
+        pl.col(name).str.replace_all(_ILLEGAL_XML, "\ufffd").str.slice(0, EXCEL_MAX_CELL_CHARS)
+        for name in text_columns
+    )
+    return neutralise_formulas(cleaned)
+
+
+def new_workbook() -> Workbook:
+    return Workbook(write_only=True)
+
+
+def sheet_titles(title: str, rows: int, max_rows: int = EXCEL_MAX_DATA_ROWS) -> list[str]:
+    """One sheet per `max_rows` rows: `failed`, `failed (2)`, ... (always at least one)."""
+    parts = max(1, -(-rows // max_rows))
+    return [title if n == 1 else f"{title} ({n})" for n in range(1, parts + 1)]
+
+
+def fill(colour: str) -> PatternFill:
+    return PatternFill("solid", start_color=colour, end_color=colour)
+
+
+def write_table(
+    workbook: Workbook,
+    title: str,
+    frame: pl.DataFrame,
+    *,
+    id_columns: Sequence[str] = (),
+    colour: str | None = None,
+    value_colours: tuple[str, dict[str, str]] | None = None,
+    max_rows: int = EXCEL_MAX_DATA_ROWS,
+    bar: tqdm[Any] | None = None,
+) -> list[str]:
+    """Write `frame` as one sheet (or several of `max_rows` rows), ready to read and filter.
+
+    Header frozen and filtered, widths fitted to the content, ids as text, `colour` on the
+    header and the tab; `value_colours` = (column, {value: colour}) fills matching cells.
+    Returns the sheet titles.
+    """
+    safe = excel_safe(frame)
+    widths = column_widths(safe)
+    titles = sheet_titles(title, safe.height, max_rows)
+    for number, sheet_title in enumerate(titles):
+        part = safe.slice(number * max_rows, max_rows)
+        sheet = workbook.create_sheet(sheet_title)
+        _lay_out(sheet, part, widths, id_columns, colour)
+        if value_colours is not None:
+            _colour_values(sheet, part, *value_colours)
+        sheet.append(_header(sheet, part.columns, colour))
+        for row in _rows(sheet, part, id_columns):
+            sheet.append(row)
+            if bar is not None:
+                bar.update(1)
+    return titles
+
+
+def column_widths(frame: pl.DataFrame) -> list[float]:
+    """Characters per column: the longest value or the header, within readable bounds."""
+    if frame.is_empty():
+        longest = [0] * frame.width
+    else:
+        longest = list(
+            frame.select(
+                pl.col(name).cast(pl.String).str.len_chars().max().fill_null(0)
+                for name in frame.columns
+            ).row(0)
+        )
+    return [
+        float(min(MAX_WIDTH, max(MIN_WIDTH, len(name) + FILTER_BUTTON_WIDTH, longest_value + 1)))
+        for name, longest_value in zip(frame.columns, longest, strict=True)
+    ]
+
+
+def _lay_out(
+    sheet: WriteOnlyWorksheet,
+    frame: pl.DataFrame,
+    widths: list[float],
+    id_columns: Sequence[str],
+    colour: str | None,
+) -> None:
+    """What write-only mode needs before the first row: panes, filter, widths, formats."""
+    last_column = get_column_letter(max(frame.width, 1))
+    sheet.freeze_panes = "A2"
+    sheet.auto_filter.ref = f"A1:{last_column}{frame.height + 1}"
+    sheet.print_title_rows = "1:1"
+    fit_to_page_width(sheet)
+    if colour:
+        sheet.sheet_properties.tabColor = colour
+    for index, (name, width) in enumerate(zip(frame.columns, widths, strict=True), start=1):
+        dimension = sheet.column_dimensions[get_column_letter(index)]
+        dimension.width = width
+        if name in id_columns:
+            # A column style too: an id a person types or pastes here stays text.
+            dimension.number_format = TEXT_FORMAT
+
+
+def fit_to_page_width(sheet: WriteOnlyWorksheet) -> None:
+    """Printed (or made a PDF), every column on one landscape page width, pages running down."""
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+
+
+def _header(sheet: WriteOnlyWorksheet, columns: list[str], colour: str | None) -> list[Cell]:
+    cells = []
+    for name in columns:
+        cell = WriteOnlyCell(sheet, value=neutralise_text(name))
+        cell.data_type = "s"
+        cell.font = HEADER_FONT
+        cell.alignment = Alignment(vertical="center")
+        if colour:
+            cell.fill = fill(colour)
+        cells.append(cell)
+    return cells
+
+
+def _rows(
+    sheet: WriteOnlyWorksheet, frame: pl.DataFrame, id_columns: Sequence[str]
+) -> Iterator[list[Any]]:
+    """Plain values, except ids: text cells formatted "@" (a plain str would lose the format)."""
+    text_style = WriteOnlyCell(sheet)
+    text_style.number_format = TEXT_FORMAT
+    style = text_style._style
+    id_positions = [frame.columns.index(name) for name in id_columns if name in frame.columns]
+    for values in frame.iter_rows():
+        row: list[Any] = list(values)
+        for position in id_positions:
+            value = row[position]
+            if value is not None:
+                cell = WriteOnlyCell(sheet, value=str(value))
+                cell.data_type = "s"
+                cell._style = copy(style)
+                row[position] = cell
+        yield row
+
+
+def _colour_values(
+    sheet: WriteOnlyWorksheet, frame: pl.DataFrame, column: str, colours: dict[str, str]
+) -> None:
+    """Conditional formatting: one rule for the whole column costs nothing per row."""
+    if column not in frame.columns or frame.is_empty():
+        return
+    letter = get_column_letter(frame.columns.index(column) + 1)
+    cells = f"{letter}2:{letter}{frame.height + 1}"
+    for value, colour in colours.items():
+        rule = CellIsRule(operator="equal", formula=[f'"{value}"'], fill=fill(colour))
+        sheet.conditional_formatting.add(cells, rule)
