@@ -8,11 +8,13 @@ sees every pair too. A company related to 500 people then costs one read, not 50
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from tqdm import tqdm
 
 from etl.lacrm import MAX_PAGE_SIZE, ApiError, LacrmClient, run_pool
 
@@ -70,17 +72,28 @@ def vertex_cover(pairs: pl.DataFrame) -> list[str]:
     return cover
 
 
-async def existing_pairs(client: LacrmClient, pairs: pl.DataFrame) -> Existing:
+async def existing_pairs(
+    client: LacrmClient, pairs: pl.DataFrame, *, progress: bool = False
+) -> Existing:
     """Read the relationships of a vertex cover of `pairs`; keep those joining an input pair."""
     wanted = _distinct_pairs(pairs)
     cover = vertex_cover(wanted)
     before = sum(client.calls.values())
     found: list[tuple[str, str, str]] = []
+    bar = tqdm(
+        total=len(cover),
+        desc="Checking existing pairs",
+        unit=" contacts",
+        file=sys.stderr,
+        disable=not progress,
+    )
 
     async def read(contact: str) -> None:
         found.extend(await _relationships_of(client, contact))
+        bar.update(1)
 
-    await run_pool(cover, read, client.concurrency + EXTRA_WORKERS)
+    with bar:
+        await run_pool(cover, read, client.concurrency + EXTRA_WORKERS)
     held = (
         pl.DataFrame(found, schema=EXISTING_SCHEMA, orient="row")
         .join(wanted, on=["pair_lo", "pair_hi"], how="semi")
