@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.util
 import json
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    # httpcore tries `import sniffio` on every request; a failed import is not cached and
+    # costs a walk of sys.path each time. None in sys.modules makes it fail at once.
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 DEFAULT_API_URL = "https://api.lessannoyingcrm.com/v2/"
 MAX_PAGE_SIZE = 10_000

@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 
+# A create's transition: (kind, row_id, *values); kinds are the keys of _TRANSITIONS.
+CreateChange = tuple[Any, ...]
+_TRANSITIONS = {
+    "sending": ("state = 'sending', sends = sends + 1", "('pending', 'sending')"),
+    "created": ("state = 'created', relationship_id = ?", "('pending', 'sending')"),
+    "failed": ("state = 'failed', error_code = ?, error_text = ?", "('pending', 'sending')"),
+    "pending": ("state = 'pending'", "('sending')"),
+}
+
 OUTCOME_SCHEMA = {
     "row_id": pl.UInt32,
     "status": pl.String,
@@ -134,7 +143,11 @@ class Ledger:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_LEDGER_PATH) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # The write phase journals from one worker thread so fsyncs never stall the event loop;
+        # callers never use the connection from two threads at once.
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -275,33 +288,52 @@ class Ledger:
 
     def mark_sending(self, run_id: str, row_id: int) -> None:
         """Committed before the request leaves: from here the create may exist in the CRM."""
-        self._update_create(
-            run_id, row_id, "state = 'sending', sends = sends + 1", (), "('pending', 'sending')"
-        )
+        self.apply(run_id, [("sending", row_id)])
 
     def mark_created(self, run_id: str, row_id: int, relationship_id: str) -> None:
-        if not relationship_id:
-            raise LedgerError(f"row {row_id}: the CRM returned no RelationshipId")
-        self._update_create(
-            run_id,
-            row_id,
-            "state = 'created', relationship_id = ?",
-            (str(relationship_id),),
-            "('pending', 'sending')",
-        )
+        self.apply(run_id, [("created", row_id, relationship_id)])
 
     def mark_failed(self, run_id: str, row_id: int, code: str, description: str) -> None:
-        self._update_create(
-            run_id,
-            row_id,
-            "state = 'failed', error_code = ?, error_text = ?",
-            (code, description),
-            "('pending', 'sending')",
-        )
+        self.apply(run_id, [("failed", row_id, code, description)])
 
     def mark_pending(self, run_id: str, row_id: int) -> None:
         """A `sending` create read back and found absent: it was never made."""
-        self._update_create(run_id, row_id, "state = 'pending'", (), "('sending')")
+        self.apply(run_id, [("pending", row_id)])
+
+    def apply(self, run_id: str, changes: Sequence[CreateChange]) -> None:
+        """Apply create transitions in one transaction (a group commit for concurrent writers).
+
+        Only `sending` must survive a power cut (a lost one would let a resume send unchecked),
+        so a batch without one commits without fsync; the next `sending` commit's fsync makes
+        it durable too, and until then losing it leaves the row `sending`, which is settled by
+        reading back.
+        """
+        if not changes:
+            return
+        durable = any(change[0] == "sending" for change in changes)
+        now = _now()
+        if not durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction():
+                for change in changes:
+                    self._apply_one(run_id, change, now)
+        finally:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _apply_one(self, run_id: str, change: CreateChange, now: str) -> None:
+        kind, row_id, *values = change
+        if kind == "created" and not values[0]:
+            raise LedgerError(f"row {row_id}: the CRM returned no RelationshipId")
+        assignments, from_states = _TRANSITIONS[kind]
+        changed = self._db.execute(
+            f"UPDATE creates SET {assignments}, updated_at = ?"
+            f" WHERE run_id = ? AND row_id = ? AND state IN {from_states}",
+            (*[str(v) for v in values], now, run_id, row_id),
+        ).rowcount
+        if changed != 1:
+            raise LedgerError(f"run {run_id!r} row {row_id}: no create in state {from_states}")
 
     def claimed(self, relationship_ids: Iterable[str]) -> set[str]:
         """The ids among these that the ledger already accounts for (created, or known before)."""
@@ -408,18 +440,6 @@ class Ledger:
             (run_id,),
         ).fetchall()
         return [CreateIntent(*row) for row in rows]
-
-    def _update_create(
-        self, run_id: str, row_id: int, assignments: str, values: tuple[Any, ...], states: str
-    ) -> None:
-        with self._transaction():
-            changed = self._db.execute(
-                f"UPDATE creates SET {assignments}, updated_at = ?"
-                f" WHERE run_id = ? AND row_id = ? AND state IN {states}",
-                (*values, _now(), run_id, row_id),
-            ).rowcount
-        if changed != 1:
-            raise LedgerError(f"run {run_id!r} row {row_id}: no create in state {states}")
 
 
 def _refuse_secrets(settings: Any, where: str = "settings") -> None:

@@ -12,20 +12,22 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 from tqdm import tqdm
 
 from etl.lacrm import ApiError, LacrmClient, TransientError, run_pool
-from etl.ledger import CreateIntent, Ledger, LedgerError
+from etl.ledger import CreateChange, CreatedRelationship, CreateIntent, Ledger, LedgerError
 
 ATTACHED = "GetRelationshipsAttachedToContact"
 MAX_SENDS_PER_CREATE = 8
 EXTRA_WORKERS = 2
+Result = TypeVar("Result")
 
 
 class WriteError(LedgerError):
@@ -88,7 +90,8 @@ async def execute(
     ledger.set_state(run_id, "writing")
     started = time.perf_counter()
     with _bar(progress, total, stats.already_final, "creating") as bar:
-        writer = _Writer(client, ledger, run_id, stats, intents)
+        journal = _Journal(ledger, run_id)
+        writer = _Writer(client, journal, stats, intents)
 
         async def complete(intent: CreateIntent) -> None:
             await writer.complete(intent)
@@ -97,9 +100,11 @@ async def execute(
         try:
             await run_pool(intents, complete, _workers(client))
         except BaseException:
+            journal.close()
             ledger.set_state(run_id, "aborted")
             raise
         finally:
+            journal.close()
             stats.seconds = time.perf_counter() - started
     ledger.set_state(run_id, "finished")
     return stats
@@ -134,23 +139,72 @@ async def rollback(
     stats = RollbackStats()
     write_stats = WriteStats()
     unsettled = ledger.sending_creates(run_id)
-    writer = _Writer(client, ledger, run_id, write_stats, unsettled)
-    await run_pool(unsettled, writer.settle_without_sending, _workers(client))
+    journal = _Journal(ledger, run_id)
+    try:
+        writer = _Writer(client, journal, write_stats, unsettled)
+        await run_pool(unsettled, writer.settle_without_sending, _workers(client))
+        targets = [c for c in ledger.created_relationships(run_id) if not c.deleted]
+        with _bar(progress, len(targets), 0, "deleting") as bar:
+            deleter = _Deleter(client, journal, stats)
+
+            async def delete(target: CreatedRelationship) -> None:
+                await deleter.delete(target.row_id, target.relationship_id)
+                bar.update(1)
+
+            await run_pool(targets, delete, _workers(client))
+    finally:
+        journal.close()
     stats.settled_created = write_stats.settled_created
     stats.settled_absent = write_stats.settled_absent
-    targets = [c for c in ledger.created_relationships(run_id) if not c.deleted]
-    with _bar(progress, len(targets), 0, "deleting") as bar:
-        deleter = _Deleter(client, ledger, run_id, stats)
-
-        async def delete(target: Any) -> None:
-            await deleter.delete(target.row_id, target.relationship_id)
-            bar.update(1)
-
-        await run_pool(targets, delete, _workers(client))
     if stats.failed == 0:
         ledger.set_state(run_id, "rolled_back")
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+class _Journal:
+    """The ledger during a write: on one worker thread, so an fsync never stalls the event loop,
+    and transitions that arrive while a commit is in progress share the next one."""
+
+    def __init__(self, ledger: Ledger, run_id: str) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lacrm-ledger")
+        self._waiting: list[tuple[CreateChange, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def change(self, *change: Any) -> None:
+        """Record one create transition; returns once it is committed."""
+        committed = asyncio.get_running_loop().create_future()
+        self._waiting.append((change, committed))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await committed
+
+    async def call(self, method: Callable[..., Result], *args: Any) -> Result:
+        """Any other ledger call, on the same thread as the commits."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, method, *args)
+
+    def close(self) -> None:
+        """Stop flushing and wait for the commit in progress: the caller may use the ledger."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._thread.shutdown(wait=True)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            changes = [change for change, _ in batch]
+            try:
+                await self.call(self.ledger.apply, self.run_id, changes)
+            except Exception as error:
+                for _, committed in batch:
+                    if not committed.done():
+                        committed.set_exception(error)
+                continue
+            for _, committed in batch:
+                if not committed.done():
+                    committed.set_result(None)
 
 
 class _Writer:
@@ -159,14 +213,12 @@ class _Writer:
     def __init__(
         self,
         client: LacrmClient,
-        ledger: Ledger,
-        run_id: str,
+        journal: _Journal,
         stats: WriteStats,
         intents: Iterable[CreateIntent],
     ) -> None:
         self.client = client
-        self.ledger = ledger
-        self.run_id = run_id
+        self.journal = journal
         self.stats = stats
         self._pair_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Reading the side that appears in fewer of this run's pairs is likely the cheaper read.
@@ -189,11 +241,11 @@ class _Writer:
     async def settle_without_sending(self, intent: CreateIntent) -> None:
         async with self._lock_for(intent):
             if not await self._settle(intent):
-                self.ledger.mark_pending(self.run_id, intent.row_id)
+                await self.journal.change("pending", intent.row_id)
 
     async def _send(self, intent: CreateIntent) -> bool:
         """One CreateRelationship; True when the create reached a final state."""
-        self.ledger.mark_sending(self.run_id, intent.row_id)
+        await self.journal.change("sending", intent.row_id)
         params: dict[str, Any] = {
             "ContactId1": intent.contact_id_1,
             "ContactId2": intent.contact_id_2,
@@ -204,7 +256,7 @@ class _Writer:
         try:
             result = await self.client.call("CreateRelationship", params, idempotent=False)
         except ApiError as error:
-            self.ledger.mark_failed(self.run_id, intent.row_id, error.code, error.description)
+            await self.journal.change("failed", intent.row_id, error.code, error.description)
             self.stats.failed += 1
             return True
         except TransientError:
@@ -212,14 +264,15 @@ class _Writer:
         relationship_id = result.get("RelationshipId") if isinstance(result, dict) else None
         if not relationship_id:
             return False  # it answered, but not what was made: read it back
-        self.ledger.mark_created(self.run_id, intent.row_id, str(relationship_id))
+        await self.journal.change("created", intent.row_id, str(relationship_id))
         self.stats.created += 1
         return True
 
     async def _settle(self, intent: CreateIntent) -> bool:
         """Read the pair back; True (and recorded `created`) if this create made it."""
         found = await self._relationships_joining(intent)
-        claimed = self.ledger.claimed(rel["RelationshipId"] for rel in found)
+        ids = [rel["RelationshipId"] for rel in found]
+        claimed = await self.journal.call(self.journal.ledger.claimed, ids) if ids else set()
         ours = [
             rel
             for rel in found
@@ -231,7 +284,7 @@ class _Writer:
         newest = max(
             ours, key=lambda rel: (str(rel.get("DateCreated") or ""), rel["RelationshipId"])
         )
-        self.ledger.mark_created(self.run_id, intent.row_id, newest["RelationshipId"])
+        await self.journal.change("created", intent.row_id, newest["RelationshipId"])
         self.stats.settled_created += 1
         self.stats.created += 1
         return True
@@ -258,29 +311,26 @@ class _Writer:
 
 
 class _Deleter:
-    def __init__(
-        self, client: LacrmClient, ledger: Ledger, run_id: str, stats: RollbackStats
-    ) -> None:
+    def __init__(self, client: LacrmClient, journal: _Journal, stats: RollbackStats) -> None:
         self.client = client
-        self.ledger = ledger
-        self.run_id = run_id
+        self.journal = journal
         self.stats = stats
 
     async def delete(self, row_id: int, relationship_id: str) -> None:
         # Deleting twice changes nothing, so DeleteRelationship may be retried like a read.
+        ledger, run_id = self.journal.ledger, self.journal.run_id
         try:
             await self.client.call("DeleteRelationship", {"RelationshipId": relationship_id})
         except ApiError as error:
             if await self._still_exists(relationship_id):
-                self.ledger.note_deletion_failure(
-                    self.run_id, row_id, f"{error.code}: {error.description}"
-                )
+                detail = f"{error.code}: {error.description}"
+                await self.journal.call(ledger.note_deletion_failure, run_id, row_id, detail)
                 self.stats.failed += 1
                 return
-            self.ledger.mark_deleted(self.run_id, row_id, "already gone")
+            await self.journal.call(ledger.mark_deleted, run_id, row_id, "already gone")
             self.stats.already_gone += 1
             return
-        self.ledger.mark_deleted(self.run_id, row_id)
+        await self.journal.call(ledger.mark_deleted, run_id, row_id)
         self.stats.deleted += 1
 
     async def _still_exists(self, relationship_id: str) -> bool:
