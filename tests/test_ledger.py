@@ -279,3 +279,18 @@ def test_a_run_keeps_its_last_summary(tmp_path: Path) -> None:
             ledger.save_summary(run_id, {"settings": {"api_key": "x"}})
         with pytest.raises(LedgerError):
             ledger.summary("19990101-000000-0000")
+
+
+def test_a_batch_of_changes_commits_together_or_not_at_all(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = new_run(ledger)
+        ledger.apply(run_id, [("sending", 0), ("sending", 2)])
+        with pytest.raises(LedgerError, match="row 2"):
+            ledger.apply(run_id, [("created", 0, "7" * 31), ("pending", 2), ("pending", 2)])
+        states = [i.state for i in ledger.unfinished_creates(run_id)]
+        ledger.apply(run_id, [("created", 0, "7" * 31), ("failed", 2, "Nope", "no")])
+        (synchronous,) = ledger._db.execute("PRAGMA synchronous").fetchone()
+        counts = ledger.run(run_id).counts
+    assert states == ["sending", "sending"]
+    assert counts["created"] == 1 and counts["failed"] == 1
+    assert synchronous == 2  # FULL again after a batch that needed no fsync
