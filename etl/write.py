@@ -9,6 +9,7 @@ one this create made. Only if there is none is the create sent again.
 from __future__ import annotations
 
 import asyncio
+import html
 import sys
 import time
 from collections import Counter
@@ -22,7 +23,14 @@ import polars as pl
 from tqdm import tqdm
 
 from etl.lacrm import ApiError, LacrmClient, TransientError, run_pool
-from etl.ledger import CreateChange, CreatedRelationship, CreateIntent, Ledger, LedgerError
+from etl.ledger import (
+    CreateChange,
+    CreatedRelationship,
+    CreateIntent,
+    Ledger,
+    LedgerError,
+    RunInfo,
+)
 
 ATTACHED = "GetRelationshipsAttachedToContact"
 MAX_SENDS_PER_CREATE = 8
@@ -91,7 +99,7 @@ async def execute(
     started = time.perf_counter()
     with _bar(progress, total, stats.already_final, "creating") as bar:
         journal = _Journal(ledger, run_id)
-        writer = _Writer(client, journal, stats, intents)
+        writer = _Writer(client, journal, stats, intents, plan_checked_crm=_checked(info))
 
         async def complete(intent: CreateIntent) -> None:
             await writer.complete(intent)
@@ -134,14 +142,14 @@ async def rollback(
     Creates left `sending` are read back first (never sent again). Run it again after any
     failure: it continues where it stopped. The run ends `rolled_back` once nothing is left.
     """
-    ledger.run(run_id)
+    info = ledger.run(run_id)
     started = time.perf_counter()
     stats = RollbackStats()
     write_stats = WriteStats()
     unsettled = ledger.sending_creates(run_id)
     journal = _Journal(ledger, run_id)
     try:
-        writer = _Writer(client, journal, write_stats, unsettled)
+        writer = _Writer(client, journal, write_stats, unsettled, plan_checked_crm=_checked(info))
         await run_pool(unsettled, writer.settle_without_sending, _workers(client))
         targets = [c for c in ledger.created_relationships(run_id) if not c.deleted]
         with _bar(progress, len(targets), 0, "deleting") as bar:
@@ -216,10 +224,13 @@ class _Writer:
         journal: _Journal,
         stats: WriteStats,
         intents: Iterable[CreateIntent],
+        *,
+        plan_checked_crm: bool,
     ) -> None:
         self.client = client
         self.journal = journal
         self.stats = stats
+        self.plan_checked_crm = plan_checked_crm
         self._pair_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Reading the side that appears in fewer of this run's pairs is likely the cheaper read.
         self._degree = Counter(c for i in intents for c in (i.contact_id_1, i.contact_id_2))
@@ -269,15 +280,18 @@ class _Writer:
         return True
 
     async def _settle(self, intent: CreateIntent) -> bool:
-        """Read the pair back; True (and recorded `created`) if this create made it."""
+        """Read the pair back; True (and recorded `created`) if this create made it.
+
+        Ours: a relationship joining the pair that no ledger entry accounts for (created by a
+        run, or seen by the existing check), with the planned note. When the plan checked the
+        CRM held no such pair, any unaccounted one is ours even if the CRM reworded the note.
+        """
         found = await self._relationships_joining(intent)
         ids = [rel["RelationshipId"] for rel in found]
         claimed = await self.journal.call(self.journal.ledger.claimed, ids) if ids else set()
-        ours = [
-            rel
-            for rel in found
-            if rel["RelationshipId"] not in claimed and _same_note(rel.get("Note"), intent.note)
-        ]
+        unclaimed = [rel for rel in found if rel["RelationshipId"] not in claimed]
+        same_note = [rel for rel in unclaimed if _same_note(rel.get("Note"), intent.note)]
+        ours = same_note or (unclaimed if self.plan_checked_crm else [])
         if not ours:
             self.stats.settled_absent += 1
             return False
@@ -350,8 +364,18 @@ def _joins(relationship: dict[str, Any], pair: set[str]) -> bool:
     return ends == pair and bool(relationship.get("RelationshipId"))
 
 
+def _checked(run: RunInfo) -> bool:
+    """Whether the plan read the CRM for existing pairs (`--existing check`, the default) rather
+    than trusting earlier runs' ledger (`--existing ledger`)."""
+    return run.settings.get("existing", "check") == "check"
+
+
 def _same_note(crm_note: Any, planned: str | None) -> bool:
-    return str(crm_note or "").strip() == (planned or "").strip()
+    return _comparable(str(crm_note or "")) == _comparable(planned or "")
+
+
+def _comparable(note: str) -> str:
+    return " ".join(html.unescape(note).split())
 
 
 def _bar(progress: bool, total: int, initial: int, what: str) -> tqdm[Any]:

@@ -241,6 +241,7 @@ def test_a_resume_settles_creates_left_sending_before_sending_again(tmp_path: Pa
 def test_settling_ignores_relationships_the_ledger_accounts_for_or_with_another_note(
     tmp_path: Path,
 ) -> None:
+    """With `--existing ledger` the CRM was not read, so a pair may exist from elsewhere."""
     crm = FakeCrm()
     one, two, three = uid(1), uid(2), uid(3)
     with Ledger(tmp_path / "s.sqlite") as ledger:
@@ -248,7 +249,12 @@ def test_settling_ignores_relationships_the_ledger_accounts_for_or_with_another_
         ledger.mark_sending(earlier, 0)
         ledger.mark_created(earlier, 0, crm.add(one, two, "same"))
         crm.add(one, three, "made by hand")
-        run_id = new_run(ledger, make_plan([(two, one), (three, one)], ["same", "imported"]))
+        run_id = ledger.create_run(
+            settings={"existing": "ledger"},
+            fingerprint={},
+            plan=make_plan([(two, one), (three, one)], ["same", "imported"]),
+            dry_run=False,
+        )
         ledger.mark_sending(run_id, 0)
         ledger.mark_sending(run_id, 1)
         stats = run(write(crm, ledger, run_id))
@@ -256,6 +262,21 @@ def test_settling_ignores_relationships_the_ledger_accounts_for_or_with_another_
     assert (stats.settled_absent, stats.sends) == (2, 2)
     assert len(crm.relationships) == 4
     assert [crm.relationships[rid]["Note"] for rid in created] == ["same", "imported"]
+
+
+def test_after_a_checked_plan_a_reworded_note_is_still_ours(tmp_path: Path) -> None:
+    crm = FakeCrm()
+    one, two, three = uid(1), uid(2), uid(3)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = new_run(ledger, make_plan([(one, two), (one, three)], ["a &amp; b", "x  y "]))
+        ledger.mark_sending(run_id, 0)
+        ledger.mark_sending(run_id, 1)
+        first = crm.add(two, one, "a & b")  # the CRM unescaped it
+        second = crm.add(one, three, "X-Y")  # ...or rewrote it entirely
+        stats = run(write(crm, ledger, run_id))
+        created = ledger.outcomes(run_id).get_column("relationship_id").to_list()
+    assert created == [first, second]
+    assert (stats.settled_created, stats.sends) == (2, 0)
 
 
 def test_rollback_deletes_exactly_what_the_run_created(tmp_path: Path) -> None:
