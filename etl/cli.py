@@ -3,130 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from etl import __version__, pipeline
-from etl.extract import ExtractError
-from etl.lacrm import DEFAULT_API_URL, AuthError, LacrmError
-from etl.ledger import Ledger, LedgerError
-from etl.mapping import MappingError
+from etl.commands.export import export
+from etl.commands.options import (
+    BadInput,
+    api_options,
+    output_options,
+    report_dir_option,
+    state_db_option,
+    user_errors,
+)
+from etl.ledger import Ledger
 from etl.plan import TO_CREATE
+from etl.progress import configure_logging, show_bars
 from etl.sandbox.cli import sandbox
 from etl.write import rollback_preview
-
-F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_STATE_DB = Path(".lacrm-etl/state.sqlite")
-
-
-class BadInput(click.ClickException):
-    """Bad usage or input: nothing was written to the CRM (exit 2)."""
-
-    exit_code = 2
-
-
-class Aborted(click.ClickException):
-    """The CRM refused the key or could not be reached; the run can be resumed (exit 3)."""
-
-    exit_code = 3
-
-
-@contextmanager
-def user_errors(run_id: str | None = None) -> Iterator[None]:
-    """Turn the library's exceptions into one line a person can act on, never a traceback."""
-    try:
-        yield
-    except (ExtractError, MappingError, LedgerError, pipeline.MissingApiKey) as error:
-        raise BadInput(str(error)) from None
-    except AuthError as error:
-        raise Aborted(f"the CRM refused the API key ({error}); nothing more was written") from None
-    except LacrmError as error:
-        hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
-        raise Aborted(f"the CRM could not be reached or kept failing: {error}{hint}") from None
-    except OSError as error:
-        raise BadInput(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
-
-
-def api_options(command: F) -> F:
-    """Where the CRM is, how to authenticate, and how hard to push it."""
-
-    @click.option(
-        "--api-url",
-        envvar="LACRM_API_URL",
-        default=DEFAULT_API_URL,
-        show_default=True,
-        help="The LACRM API endpoint (env LACRM_API_URL).",
-    )
-    @click.option(
-        "--api-key-file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="A file holding the API key (default: env LACRM_API_KEY). Never printed.",
-    )
-    @click.option(
-        "--rate",
-        type=click.FloatRange(min=0.1),
-        default=2.0,
-        show_default=True,
-        help="Requests per second at most (LACRM publishes no limit; 429s slow it further).",
-    )
-    @click.option(
-        "--concurrency",
-        type=click.IntRange(min=1, max=64),
-        default=4,
-        show_default=True,
-        help="Requests in flight at most.",
-    )
-    @functools.wraps(command)
-    def wrapper(
-        *args: Any,
-        api_url: str,
-        api_key_file: Path | None,
-        rate: float,
-        concurrency: int,
-        **kw: Any,
-    ) -> Any:
-        key = _read_key(api_key_file)
-        kw["api"] = pipeline.Api(key=key, url=api_url, rate=rate, concurrency=concurrency)
-        return command(*args, **kw)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _read_key(path: Path | None) -> str | None:
-    if path is not None:
-        return path.read_text(encoding="utf-8").strip() or None
-    return os.environ.get("LACRM_API_KEY", "").strip() or None
-
-
-def state_db_option(command: F) -> F:
-    return click.option(
-        "--state-db",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_STATE_DB,
-        show_default=True,
-        help="The run ledger (SQLite) that makes runs resumable and reversible.",
-    )(command)
-
-
-def report_dir_option(command: F) -> F:
-    return click.option(
-        "--report-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Where the reports go [default: reports/RUN_ID].",
-    )(command)
-
-
-def output_options(command: F) -> F:
-    command = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(command)
-    return click.option("--verbose", "-v", is_flag=True, help="Log each stage as it runs.")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -213,20 +112,19 @@ def import_(
         contacts=contacts,
         existing=existing,
     )
-    progress = _progress(quiet)
+    configure_logging(verbose)
+    progress = show_bars(quiet)
     ledger = Ledger(state_db)
     with user_errors():
         prepared = asyncio.run(pipeline.prepare(settings, api, ledger, progress=progress))
-    calls = Counter(prepared.calls)
+    session = Session()
     to_create = int((prepared.plan["status"] == TO_CREATE).sum())
     if to_create:
         _confirm(prepared.run_id, prepared.plan, yes)
         ledger.set_state(prepared.run_id, "writing")
         with user_errors(prepared.run_id):
-            calls += asyncio.run(
-                pipeline.write_run(prepared.run_id, api, ledger, progress=progress)
-            )
-    _finish(ledger, prepared.run_id, calls, report_dir)
+            session.write(prepared.run_id, api, ledger, progress)
+    _finish(ledger, prepared.run_id, session, report_dir, progress)
 
 
 def _confirm(run_id: str, plan: Any, yes: bool) -> None:
@@ -245,17 +143,32 @@ def _confirm(run_id: str, plan: Any, yes: bool) -> None:
         raise BadInput(f"nothing written; the plan stays as run {run_id}")
 
 
-def _finish(ledger: Ledger, run_id: str, calls: Counter[str], report_dir: Path | None) -> None:
+class Session:
+    """What this command spent writing: API calls and seconds, added to the run's summary."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.timings: dict[str, float] = {}
+
+    def write(self, run_id: str, api: pipeline.Api, ledger: Ledger, progress: bool) -> None:
+        started = time.perf_counter()
+        try:
+            self.calls += asyncio.run(pipeline.write_run(run_id, api, ledger, progress=progress))
+        finally:
+            self.timings["write"] = round(time.perf_counter() - started, 3)
+
+
+def _finish(
+    ledger: Ledger, run_id: str, session: Session, report_dir: Path | None, progress: bool
+) -> None:
     directory = report_dir or Path("reports") / run_id
     if ledger.run(run_id).state == "planned":
         ledger.set_state(run_id, "finished")
-    summary, _paths, text = pipeline.final_report(ledger, run_id, calls, directory)
+    summary, _paths, text = pipeline.final_report(
+        ledger, run_id, session.calls, directory, timings=session.timings, progress=progress
+    )
     click.echo(text)
     sys.exit(1 if summary["failed"] else 0)
-
-
-def _progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
 
 
 @cli.command()
@@ -282,29 +195,44 @@ def resume(
     Example:
         lacrm-etl resume 20261203-194112-3f9a
     """
+    configure_logging(verbose)
+    progress = show_bars(quiet)
     ledger = Ledger(state_db)
+    session = Session()
     with user_errors(run_id):
         pipeline.check_unchanged(ledger, run_id)
         plan = ledger.plan(run_id)
         _confirm(run_id, plan, yes)
         ledger.set_state(run_id, "writing")
-        calls = asyncio.run(pipeline.write_run(run_id, api, ledger, progress=_progress(quiet)))
-    _finish(ledger, run_id, calls, report_dir)
+        session.write(run_id, api, ledger, progress)
+    _finish(ledger, run_id, session, report_dir, progress)
 
 
 @cli.command()
 @click.argument("run_id")
 @state_db_option
 @report_dir_option
-def report(run_id: str, state_db: Path, report_dir: Path | None) -> None:
-    """Write a run's reports again from the ledger.
+@output_options
+def report(
+    run_id: str, state_db: Path, report_dir: Path | None, quiet: bool, verbose: bool
+) -> None:
+    """Write a run's reports again from the ledger, as the run left them.
+
+    Every file (report.csv, report.xlsx, failed.csv, summary.json) comes out as the run wrote
+    it, API calls and times included; nothing is read from the CRM.
 
     \b
     Example:
         lacrm-etl report 20261203-194112-3f9a --report-dir out/
     """
+    configure_logging(verbose)
+    directory = report_dir or Path("reports") / run_id
     with user_errors(run_id):
-        _finish(Ledger(state_db), run_id, Counter(), report_dir)
+        summary, _paths, text = pipeline.rerender_report(
+            Ledger(state_db), run_id, directory, progress=show_bars(quiet)
+        )
+    click.echo(text)
+    sys.exit(1 if summary["failed"] else 0)
 
 
 @cli.command()
@@ -340,6 +268,7 @@ def rollback(
         lacrm-etl rollback 20261203-194112-3f9a          # preview
         lacrm-etl rollback 20261203-194112-3f9a --yes
     """
+    configure_logging(verbose)
     ledger = Ledger(state_db)
     with user_errors(run_id):
         preview = rollback_preview(ledger, run_id)
@@ -348,7 +277,7 @@ def rollback(
             click.echo(preview.head(20))
             click.echo("Add --yes to delete them.")
             return
-        stats = asyncio.run(pipeline.rollback_run(run_id, api, ledger, progress=_progress(quiet)))
+        stats = asyncio.run(pipeline.rollback_run(run_id, api, ledger, progress=show_bars(quiet)))
     click.echo(
         f"Run {run_id}: deleted {stats.deleted:,}, already gone {stats.already_gone:,}, "
         f"failed {stats.failed:,}"
@@ -379,8 +308,9 @@ def contacts_pull(output: Path, api: pipeline.Api, quiet: bool, verbose: bool) -
         lacrm-etl contacts pull -o contacts.parquet
         lacrm-etl import people.csv -m mapping.yaml --contacts contacts.parquet --dry-run
     """
+    configure_logging(verbose)
     with user_errors():
-        count = asyncio.run(pipeline.pull_contacts(api, output, progress=_progress(quiet)))
+        count = asyncio.run(pipeline.pull_contacts(api, output, progress=show_bars(quiet)))
     click.echo(f"Saved {count:,} contacts to {output}")
 
 
@@ -416,6 +346,7 @@ def mapping_init(source: Path, sheet: str | None, output: Path | None) -> None:
     click.echo(f"Wrote {output}: check the guesses, then run lacrm-etl import --dry-run")
 
 
+cli.add_command(export)
 cli.add_command(sandbox)
 
 

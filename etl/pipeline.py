@@ -19,6 +19,7 @@ from etl.lacrm import LacrmClient
 from etl.ledger import Ledger, RunInfo
 from etl.mapping import Side, load_mapping, render_notes, side_values
 from etl.plan import TO_CREATE, build_plan
+from etl.progress import stage
 from etl.report import ReportPaths, count_outcomes, report_frame, summary_text, write_reports
 
 EXISTING_SCHEMA = {"pair_lo": pl.String, "pair_hi": pl.String, "relationship_id": pl.String}
@@ -94,32 +95,44 @@ async def prepare(
     """Extract, resolve, check what exists and plan; record the plan in the ledger."""
     started = _now()
     clock = Stopwatch()
-    mapping = load_mapping(settings.mapping)
-    extracted = extract(
-        list(settings.sources), sheet=settings.sheet, header_row=settings.header_row
-    )
-    mapping.check_columns(extracted.columns)
+    sources = len(settings.sources)
+    with stage("Reading", progress=progress, total=sources, unit=" files") as reading:
+        mapping = load_mapping(settings.mapping)
+        extracted = extract(
+            list(settings.sources), sheet=settings.sheet, header_row=settings.header_row
+        )
+        mapping.check_columns(extracted.columns)
+        reading.done(sources)
+        reading.describe(f"{extracted.rows.height:,} rows")
     clock.lap("extract")
     calls: Counter[str] = Counter()
     info: dict[str, Any] = {"started_at": started, "blank_rows": extracted.blank_rows}
     info["notes"] = list(extracted.notes)
 
-    contacts = await _directory(settings, api, calls, info, progress)
+    with stage("Contact directory", progress=False, unit=" contacts") as reading:
+        contacts = await _directory(settings, api, calls, info, progress)
+        reading.done(contacts.height)
     clock.lap("directory")
-    index = resolve.build_index(contacts)
     rows = extracted.rows
-    sides = [
-        _resolve(side, rows, index, mapping.fuzzy, extracted.numeric_cells)
-        for side in (mapping.contact1, mapping.contact2)
-    ]
-    notes = render_notes(rows, mapping.note) if mapping.note else None
-    draft = build_plan(rows, *sides, notes, _no_existing(), dry_run=settings.dry_run)
+    with stage("Resolving", progress=progress, total=2 * rows.height, unit=" values") as resolving:
+        index = resolve.build_index(contacts)
+        sides = []
+        for side in (mapping.contact1, mapping.contact2):
+            sides.append(_resolve(side, rows, index, mapping.fuzzy, extracted.numeric_cells))
+            resolving.done(rows.height)
+        notes = render_notes(rows, mapping.note) if mapping.note else None
+        draft = build_plan(rows, *sides, notes, _no_existing(), dry_run=settings.dry_run)
+        resolving.describe(_status_counts(draft))
     clock.lap("resolve")
 
-    known = await _existing(settings, api, ledger, draft, calls, info)
-    plan = build_plan(rows, *sides, notes, known, dry_run=settings.dry_run)
+    with stage("Existing pairs", progress=False, unit=" pairs") as checking:
+        known = await _existing(settings, api, ledger, draft, calls, info, progress)
+        plan = build_plan(rows, *sides, notes, known, dry_run=settings.dry_run)
+        checking.done(known.height)
+        checking.describe(_status_counts(plan))
     clock.lap("existing")
     info["timings"] = clock.laps
+    info["api_calls"] = dict(sorted(calls.items()))
     stored = plan.join(rows.select("row_id", *extracted.columns), on="row_id", how="left")
     run_id = ledger.create_run(
         settings={**settings.as_dict(api), "input_columns": extracted.columns, "info": info},
@@ -203,6 +216,7 @@ async def _existing(
     draft: pl.DataFrame,
     calls: Counter[str],
     info: dict[str, Any],
+    progress: bool,
 ) -> pl.DataFrame:
     candidates = _pairs_to_create(draft)
     if candidates.is_empty():
@@ -214,7 +228,7 @@ async def _existing(
         info["existing_check"] = {"mode": "skipped", "why": "offline dry run: no API key"}
         return _no_existing()
     async with api.client() as client:
-        found = await existing.existing_pairs(client, candidates)
+        found = await existing.existing_pairs(client, candidates, progress=progress)
         calls.update(client.calls)
     info["existing_check"] = {
         "mode": "check",
@@ -238,43 +252,97 @@ def _no_existing() -> pl.DataFrame:
     return pl.DataFrame(schema=EXISTING_SCHEMA)
 
 
+def _status_counts(plan: pl.DataFrame) -> str:
+    counts = plan.group_by("status").len().sort("status").iter_rows()
+    return ", ".join(f"{status} {n:,}" for status, n in counts)
+
+
 async def write_run(
     prepared_run_id: str, api: Api, ledger: Ledger, *, progress: bool
 ) -> Counter[str]:
-    async with api.client() as client:
-        try:
-            await write.execute(client, ledger, prepared_run_id, progress=progress)
-        finally:
-            calls = Counter(client.calls)
+    with stage("Writing", progress=False, unit=" calls") as writing:
+        async with api.client() as client:
+            try:
+                await write.execute(client, ledger, prepared_run_id, progress=progress)
+            finally:
+                calls = Counter(client.calls)
+                writing.done(sum(calls.values()))
     return calls
 
 
 def final_report(
-    ledger: Ledger, run_id: str, calls: Counter[str], report_dir: Path
+    ledger: Ledger,
+    run_id: str,
+    calls: Counter[str],
+    report_dir: Path,
+    *,
+    timings: dict[str, float] | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], ReportPaths, str]:
-    """Merge the ledger's create outcomes into the plan and write every report."""
+    """Merge the ledger's create outcomes into the plan, keep the summary, write every report.
+
+    `calls` and `timings` are this session's; the summary adds them to what the run spent
+    before (planning, or an earlier import or resume of the same run).
+    """
+    report, input_columns = _report_rows(ledger, run_id)
+    summary = _summary(ledger, run_id, report, calls, timings or {})
+    ledger.save_summary(run_id, summary)
+    paths = write_reports(report, input_columns, summary, report_dir, progress=progress)
+    return summary, paths, summary_text(summary, paths)
+
+
+def rerender_report(
+    ledger: Ledger, run_id: str, report_dir: Path, *, progress: bool = False
+) -> tuple[dict[str, Any], ReportPaths, str]:
+    """Every report again from the ledger alone, as the run left them."""
+    report, input_columns = _report_rows(ledger, run_id)
+    kept = ledger.summary(run_id)
+    if kept is None:  # never finished: what it holds so far
+        summary = _summary(ledger, run_id, report, Counter(), {}, finished=False)
+    else:
+        summary = {**kept, **count_outcomes(report)}
+    paths = write_reports(report, input_columns, summary, report_dir, progress=progress)
+    return summary, paths, summary_text(summary, paths)
+
+
+def _report_rows(ledger: Ledger, run_id: str) -> tuple[pl.DataFrame, list[str]]:
     run = ledger.run(run_id)
     stored = ledger.plan(run_id)
     input_columns: list[str] = run.settings["input_columns"]
     plan = _with_outcomes(stored, ledger.outcomes(run_id))
-    report = report_frame(plan, stored, input_columns)
+    return report_frame(plan, stored, input_columns), input_columns
+
+
+def _summary(
+    ledger: Ledger,
+    run_id: str,
+    report: pl.DataFrame,
+    calls: Counter[str],
+    timings: dict[str, float],
+    *,
+    finished: bool = True,
+) -> dict[str, Any]:
+    run = ledger.run(run_id)
     info = run.settings.get("info", {})
+    before = ledger.summary(run_id)
+    spent = Counter(before["api_calls"] if before else info.get("api_calls", {})) + calls
+    seconds = dict(before["timings_s"] if before else info.get("timings", {}))
+    for name, value in timings.items():
+        seconds[name] = round(seconds.get(name, 0.0) + value, 3)
     settings = {k: v for k, v in run.settings.items() if k not in {"input_columns", "info"}}
-    summary = {
+    return {
         "run_id": run_id,
         "dry_run": run.dry_run,
         **count_outcomes(report),
         "blank_rows": info.get("blank_rows", 0),
-        "api_calls": dict(sorted(calls.items())),
+        "api_calls": dict(sorted(spent.items())),
         "started_at": info.get("started_at"),
-        "finished_at": _now(),
-        "timings_s": info.get("timings", {}),
+        "finished_at": _seconds(run.finished_at or _now()) if finished else run.finished_at,
+        "timings_s": seconds,
         "existing_check": info.get("existing_check"),
         "notes": info.get("notes", []),
         "settings": settings,
     }
-    paths = write_reports(report, input_columns, summary, report_dir)
-    return summary, paths, summary_text(summary, paths)
 
 
 def _with_outcomes(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
@@ -301,6 +369,10 @@ def _with_outcomes(plan: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
 
 def _now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _seconds(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).isoformat(timespec="seconds")
 
 
 class Stopwatch:

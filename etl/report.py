@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,11 @@ def _summary_sheet(
     writer.blank()
     writer.reason_block(summary)
     writer.pairs(
-        "When", [("started", summary.get("started_at")), ("finished", summary.get("finished_at"))]
+        "When",
+        [
+            ("started", _moment(summary.get("started_at"))),
+            ("finished", _moment(summary.get("finished_at"))),
+        ],
     )
     writer.pairs(
         "Seconds per stage",
@@ -210,6 +215,16 @@ def _summary_sheet(
     writer.pairs("Settings", [(k, _setting(v)) for k, v in (summary.get("settings") or {}).items()])
     writer.pairs("Notes", [(note, None) for note in summary.get("notes") or []])
     sheet.add_chart(_status_chart(sheet, status_rows), "E3")
+
+
+def _moment(stamp: str | None) -> str | None:
+    """2026-12-03T20:13:34.891+00:00 -> 2026-12-03 20:13:34+00:00, easier to read."""
+    try:
+        return (
+            datetime.fromisoformat(stamp).isoformat(sep=" ", timespec="seconds") if stamp else None
+        )
+    except ValueError:
+        return stamp
 
 
 def _existing_lines(check: dict[str, Any] | None) -> list[tuple[str, Any]]:

@@ -123,9 +123,14 @@ def column_widths(frame: pl.DataFrame) -> list[float]:
             ).row(0)
         )
     return [
-        float(min(MAX_WIDTH, max(MIN_WIDTH, len(name) + FILTER_BUTTON_WIDTH, longest_value + 1)))
+        float(min(MAX_WIDTH, max(MIN_WIDTH, len(name) + FILTER_BUTTON_WIDTH, _fit(longest_value))))
         for name, longest_value in zip(frame.columns, longest, strict=True)
     ]
+
+
+def _fit(characters: int) -> int:
+    # Widths count the digit "0"; letters in a proportional font and bold headers run wider.
+    return round(characters * 1.1) + 2
 
 
 def _lay_out(

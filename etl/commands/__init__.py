@@ -1,0 +1,1 @@
+"""Command groups of the `lacrm-etl` command line, a module each."""
