@@ -32,7 +32,11 @@ DEFAULT_API_URL = "https://api.lessannoyingcrm.com/v2/"
 MAX_PAGE_SIZE = 10_000
 MAX_PAGES = 100_000
 MIN_RATE = 0.1
-RECOVERY_PER_SECOND = 0.05
+BURST_SECONDS = 0.05
+SAFE_FRACTION = 0.9
+CLIMB_PER_SECOND = 0.1
+PROBE_PER_SECOND = 0.01
+MAX_RESERVATIONS = 100
 MAX_RETRY_AFTER = 300.0
 RATE_LIMIT_ATTEMPTS_FACTOR = 3
 
@@ -97,10 +101,13 @@ class _Secret:
 
 
 class AdaptiveLimiter:
-    """Token bucket (burst of one) whose rate halves on 429 and climbs back after successes.
+    """Paces requests at `rate` per second, for every caller of one client.
 
-    Requests are spaced evenly at the current rate: a burst allowance would make the first second
-    of a run exceed a limit the CRM does not publish.
+    On a 429 everyone pauses for Retry-After and the rate halves; the rate that was too fast is
+    remembered as the ceiling. Successes climb back quickly to 90% of the ceiling, then probe
+    slowly above it towards the configured rate, so the rate settles just under a limit that is
+    not published and may change. A late caller may catch up on slots it missed, but never by
+    more than `burst_seconds` worth of requests.
     """
 
     def __init__(
@@ -109,33 +116,44 @@ class AdaptiveLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         min_rate: float = MIN_RATE,
-        recovery_per_second: float = RECOVERY_PER_SECOND,
+        burst_seconds: float = BURST_SECONDS,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.target = rate
         self.rate = rate
+        self.ceiling = rate
         self.min_rate = min(min_rate, rate)
-        self._recovery = recovery_per_second
+        self._burst_seconds = burst_seconds
         self._clock = clock
         self._next_slot = clock()
-        self._last_raise = clock()
-        self._lock = asyncio.Lock()
+        self._last_climb = clock()
         self.throttled = 0
+        self.pauses = 0
         self.epoch = 0
 
     def reserve(self) -> float:
         """Claim the next send slot; return how many seconds to wait for it."""
         now = self._clock()
-        slot = max(now, self._next_slot)
+        catch_up = max(0.0, self.rate * self._burst_seconds - 1.0) / self.rate
+        slot = max(self._next_slot, now - catch_up)
         self._next_slot = slot + 1.0 / self.rate
-        return slot - now
+        return max(0.0, slot - now)
 
-    async def acquire(self) -> None:
-        async with self._lock:
+    async def acquire(self) -> int:
+        """Wait for a send slot; return the epoch the request is sent in.
+
+        A 429 that arrives while waiting voids the slot (it was planned at the old rate, and
+        may fall inside the pause), so the caller takes a new one.
+        """
+        for _ in range(MAX_RESERVATIONS):
+            pauses = self.pauses
             delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.pauses == pauses:
+                break
+        return self.epoch
 
     def on_rate_limited(self, retry_after: float | None, sent_in_epoch: int) -> None:
         """A 429: pause everyone for Retry-After (or one interval) and halve the rate.
@@ -144,23 +162,27 @@ class AdaptiveLimiter:
         nothing new, so only the first 429 of an epoch lowers the rate again.
         """
         self.throttled += 1
+        self.pauses += 1
         if sent_in_epoch == self.epoch:
             self.epoch += 1
+            self.ceiling = self.rate
             self.rate = max(self.min_rate, self.rate / 2)
         now = self._clock()
         pause = retry_after if retry_after is not None else 1.0 / self.rate
         self._next_slot = max(self._next_slot, now + pause)
-        self._last_raise = self._next_slot
+        self._last_climb = self._next_slot
 
     def on_success(self) -> None:
-        """Climb back linearly: `recovery_per_second` of the target per second without a 429."""
         now = self._clock()
-        elapsed = now - self._last_raise
+        elapsed = now - self._last_climb
         if elapsed <= 0:
             return
-        if self.rate < self.target:
-            self.rate = min(self.target, self.rate + self.target * self._recovery * elapsed)
-        self._last_raise = now
+        self._last_climb = now
+        safe = SAFE_FRACTION * self.ceiling
+        if self.rate < safe:
+            self.rate = min(safe, self.rate + self.ceiling * CLIMB_PER_SECOND * elapsed)
+        elif self.rate < self.target:
+            self.rate = min(self.target, self.rate + self.target * PROBE_PER_SECOND * elapsed)
 
 
 class LacrmClient:
@@ -265,8 +287,7 @@ class LacrmClient:
 
     async def _send_once(self, function: str, body: dict[str, Any]) -> Any:
         async with self._in_flight:
-            await self.limiter.acquire()
-            epoch = self.limiter.epoch
+            epoch = await self.limiter.acquire()
             try:
                 response = await self._http.post(
                     self.url, json=body, headers={"Authorization": self._key.reveal()}

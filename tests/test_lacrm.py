@@ -307,7 +307,8 @@ def test_requests_are_paced_at_the_rate_and_bounded_in_flight() -> None:
             return time.monotonic() - start
 
     elapsed = run(scenario())
-    assert elapsed >= 10 / 50.0 - 0.01
+    # 11 requests at 50/s, of which 1.5 may be caught up (a burst of 0.05 s at 50/s).
+    assert elapsed >= (10 - 1.5) / 50.0 - 0.01
     assert most_in_flight == 3
 
 
@@ -319,23 +320,36 @@ class FakeClock:
         return self.now
 
 
-def test_limiter_halves_once_per_epoch_with_a_floor_and_climbs_back() -> None:
+def test_limiter_halves_once_per_epoch_with_a_floor() -> None:
     clock = FakeClock()
     limiter = AdaptiveLimiter(8.0, clock=clock, min_rate=0.5)
     epoch = limiter.epoch
     limiter.on_rate_limited(1.0, epoch)
     limiter.on_rate_limited(1.0, epoch)  # sent before the decrease: no news
-    assert limiter.rate == 4.0
+    assert (limiter.rate, limiter.ceiling, limiter.throttled) == (4.0, 8.0, 2)
     for _ in range(10):
         limiter.on_rate_limited(None, limiter.epoch)
     assert limiter.rate == 0.5
-    # The pause after the last 429 ends at t=2 (one interval at 0.5/s); climbing starts there.
-    clock.now = 4.0
+
+
+def test_limiter_climbs_fast_below_the_ceiling_and_slowly_above() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100.0, clock=clock)
+    limiter.on_rate_limited(1.0, limiter.epoch)  # too fast at 100: pause until t=1
+    limiter.on_rate_limited(1.0, limiter.epoch)  # and at 50
+    assert (limiter.rate, limiter.ceiling) == (25.0, 50.0)
+    clock.now = 3.0  # two seconds after the pause: +10% of the ceiling per second
     limiter.on_success()
-    assert limiter.rate == pytest.approx(0.5 + 8.0 * 0.05 * 2.0)
-    clock.now = 100.0
+    assert limiter.rate == pytest.approx(35.0)
+    clock.now = 10.0
     limiter.on_success()
-    assert limiter.rate == 8.0
+    assert limiter.rate == pytest.approx(45.0)  # 90% of the ceiling, then probing
+    clock.now = 20.0
+    limiter.on_success()
+    assert limiter.rate == pytest.approx(55.0)  # +1% of the target per second
+    clock.now = 200.0
+    limiter.on_success()
+    assert limiter.rate == 100.0
 
 
 def test_limiter_spaces_slots_and_honours_retry_after() -> None:
@@ -344,3 +358,13 @@ def test_limiter_spaces_slots_and_honours_retry_after() -> None:
     assert [limiter.reserve() for _ in range(3)] == [0.0, 0.5, 1.0]
     limiter.on_rate_limited(5.0, limiter.epoch)
     assert limiter.reserve() == 5.0
+
+
+def test_a_late_caller_catches_up_on_a_few_missed_slots_only() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100.0, clock=clock)  # 10 ms apart, 5 slots of catch-up
+    limiter.reserve()
+    clock.now = 1.0  # idle for a second: 99 slots missed
+    waits = [limiter.reserve() for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == pytest.approx([0.01, 0.02, 0.03])
