@@ -252,6 +252,11 @@ def read_csv_frame(
     try:
         return polars_read_csv(source, text_format, header_row, truncate=False), ""
     except pl.exceptions.NoDataError:
+        if header_row > 1:
+            raise ExtractError(
+                f"{file}: there is no row {header_row}, the header row (the file ends before "
+                "it); check --header-row."
+            ) from None
         raise ExtractError(f"{file}: the file is empty.") from None
     except pl.exceptions.ComputeError as error:
         message = str(error)
