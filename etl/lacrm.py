@@ -73,7 +73,14 @@ class RateLimited(LacrmError):
 
 
 class TransientError(LacrmError):
-    """The request may or may not have taken effect (timeout after sending, reset, 5xx)."""
+    """The request may or may not have taken effect (timeout after sending, reset, 5xx).
+
+    `may_still_apply`: we stopped waiting (a timeout) while the CRM may still be working on it.
+    """
+
+    def __init__(self, message: str, *, may_still_apply: bool = False) -> None:
+        super().__init__(message)
+        self.may_still_apply = may_still_apply
 
 
 class Unreachable(LacrmError):
@@ -296,7 +303,9 @@ class LacrmClient:
                 raise Unreachable(self._describe(function, error)) from None
             except httpx.TransportError as error:
                 self.calls[function] += 1
-                raise TransientError(self._describe(function, error)) from None
+                still_running = isinstance(error, httpx.TimeoutException)
+                message = self._describe(function, error)
+                raise TransientError(message, may_still_apply=still_running) from None
             self.calls[function] += 1
         return self._interpret(function, response, epoch)
 

@@ -34,6 +34,7 @@ from etl.ledger import (
 
 ATTACHED = "GetRelationshipsAttachedToContact"
 MAX_SENDS_PER_CREATE = 8
+SETTLE_GRACE_SECONDS = 5.0
 EXTRA_WORKERS = 2
 Result = TypeVar("Result")
 
@@ -270,7 +271,10 @@ class _Writer:
             await self.journal.change("failed", intent.row_id, error.code, error.description)
             self.stats.failed += 1
             return True
-        except TransientError:
+        except TransientError as error:
+            if error.may_still_apply:
+                # A timed-out create may still commit: give it time before reading back.
+                await asyncio.sleep(SETTLE_GRACE_SECONDS)
             return False
         relationship_id = result.get("RelationshipId") if isinstance(result, dict) else None
         if not relationship_id:

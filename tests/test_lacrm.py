@@ -207,6 +207,25 @@ def test_a_write_whose_outcome_is_unknown_is_not_retried(fault: Any) -> None:
     assert run(scenario()) == 1
 
 
+@pytest.mark.parametrize(
+    ("fault", "may_still_apply"),
+    [(httpx.ReadTimeout("slow"), True), (httpx.ReadError("reset"), False), (None, False)],
+)
+def test_a_timeout_says_the_crm_may_still_be_working(fault: Any, may_still_apply: bool) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if fault is not None:
+            raise fault
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        async with client_for(handler) as client:
+            await client.call("CreateRelationship", {}, idempotent=False)
+
+    with pytest.raises(TransientError) as caught:
+        run(scenario())
+    assert caught.value.may_still_apply is may_still_apply
+
+
 def test_a_write_that_never_left_is_retried() -> None:
     replies = iter([httpx.ConnectError("refused"), httpx.ConnectTimeout("no"), None])
 

@@ -14,6 +14,7 @@ import httpx
 import polars as pl
 import pytest
 
+from etl import write as write_module
 from etl.lacrm import AuthError, LacrmClient
 from etl.ledger import Ledger
 from etl.write import WriteError, execute, rollback, rollback_preview
@@ -35,6 +36,7 @@ class FakeCrm:
         self.relationships: dict[str, dict[str, Any]] = {}
         self.contacts_missing: set[str] = set()
         self.lose, self.error, self.throttle = lose, error, throttle
+        self.lose_by_timeout = False
         self.rng = random.Random(seed)
         self.requests: Counter[str] = Counter()
         self.creating: Counter[frozenset[str]] = Counter()
@@ -86,6 +88,8 @@ class FakeCrm:
         self.creating[pair] -= 1
         rid = self.add(params["ContactId1"], params["ContactId2"], params.get("Note") or "")
         if self.rng.random() < self.lose:
+            if self.lose_by_timeout:
+                raise httpx.ReadTimeout("timed out")
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
         return httpx.Response(200, json={"RelationshipId": rid})
 
@@ -191,6 +195,20 @@ def test_lost_responses_and_500s_end_exactly_as_a_fault_free_run(tmp_path: Path)
     assert stats.settled_created > 0 and stats.settled_absent > 0
     # Each unknown outcome is read back once, on the person's side (one page each).
     assert stats.settle_reads == stats.settled_created + stats.settled_absent
+
+
+def test_a_timed_out_create_is_read_back_after_a_grace_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_module, "SETTLE_GRACE_SECONDS", 0.2)
+    crm, plan = FakeCrm(lose=1.0), make_plan(star_pairs(3))
+    crm.lose_by_timeout = True
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = new_run(ledger, plan)
+        stats = run(write(crm, ledger, run_id))
+        assert_exactly_once(crm, ledger, run_id, plan)
+    assert (stats.sends, stats.settled_created) == (3, 3)
+    assert stats.seconds >= 0.2
 
 
 def test_an_api_error_fails_only_that_row(tmp_path: Path) -> None:
