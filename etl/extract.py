@@ -15,11 +15,14 @@ import codecs
 import csv
 import io
 import re
+import struct
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from pyexpat import ExpatError
+from typing import BinaryIO
 from xml.etree import ElementTree
 
 import fastexcel
@@ -407,6 +410,7 @@ def check_workbook_file(file: Path) -> None:
     try:
         with zipfile.ZipFile(file) as archive:
             check_zip_sizes(archive, file)
+            check_true_sizes(archive, file)
             if "xl/workbook.xml" not in archive.namelist():
                 raise ExtractError(
                     f"{file}: a zip archive, but not an Excel workbook (it has no "
@@ -441,6 +445,49 @@ def check_zip_sizes(archive: zipfile.ZipFile, file: Path) -> None:
             raise ExtractError(too_big_message(file, member.filename))
     if total > MAX_UNCOMPRESSED_BYTES:
         raise ExtractError(too_big_message(file, "the workbook"))
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_INFLATE_CHUNK = 1 << 20
+
+
+def check_true_sizes(archive: zipfile.ZipFile, file: Path) -> None:
+    """Refuse a member that inflates past the size the directory declares for it.
+
+    The directory's sizes are only claims: calamine inflates a member until its deflate stream
+    ends, so a sheet declared at 4 KB can still unpack to gigabytes in its memory. Inflating each
+    member here stops one chunk past its declared size, so the check's cost is bounded by the
+    sizes `check_zip_sizes` already accepted.
+    """
+    with file.open("rb") as raw:
+        for member in archive.infolist():
+            if member.compress_type == zipfile.ZIP_DEFLATED and inflates_past(raw, member):
+                raise ExtractError(too_big_message(file, member.filename))
+
+
+def inflates_past(raw: BinaryIO, member: zipfile.ZipInfo) -> bool:
+    raw.seek(member.header_offset)
+    header = raw.read(_LOCAL_HEADER.size)
+    if len(header) < _LOCAL_HEADER.size:
+        return False  # a damaged archive: the readers say so in their own words
+    _signature, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+    raw.seek(member.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    produced, unread = 0, member.compress_size
+    while unread > 0 and not inflater.eof:
+        pending = raw.read(min(_INFLATE_CHUNK, unread))
+        if not pending:
+            break
+        unread -= len(pending)
+        while pending and not inflater.eof:
+            try:
+                produced += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            except zlib.error:
+                return False  # corrupt data: the readers report it
+            if produced > member.file_size:
+                return True
+            pending = inflater.unconsumed_tail
+    return False
 
 
 def too_big_message(file: Path, what: str) -> str:
