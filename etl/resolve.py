@@ -9,7 +9,7 @@ Two or more distinct contacts at the best level fail the value as ambiguous: nev
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import polars as pl
@@ -85,9 +85,8 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "detail": pl.String(),
 }
-_LOOKUP_SCHEMA: dict[str, pl.DataType] = {
-    "mode": pl.String(),
-    "value": pl.String(),
+_OUTCOME_SCHEMA: dict[str, pl.DataType] = {
+    "vid": pl.UInt64(),
     **{column: dtype for column, dtype in RESULT_SCHEMA.items() if column != "row_id"},
 }
 
@@ -153,6 +152,9 @@ def _sorted_tokens(key: pl.Expr) -> pl.Expr:
     return key.str.split(" ").list.sort().list.join(" ")
 
 
+_BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b")
+
+
 def _block_keys(sorted_text: pl.Expr) -> dict[str, pl.Expr]:
     """Blocking keys over sorted tokens, so "Smith John" and "John Smith" share blocks.
 
@@ -170,29 +172,63 @@ def _block_keys(sorted_text: pl.Expr) -> dict[str, pl.Expr]:
 
 # ---------------------------------------------------------------- the index
 
-Choices = dict[tuple[bool, str], tuple[list[str], list[str]]]
+
+@dataclass(frozen=True)
+class Choices:
+    """What fuzzy matching scores against: every name once per block key, blocks contiguous."""
+
+    texts: list[str]  # sorted-token names, for rapidfuzz
+    contact_ids: pl.Series  # by the same position
+    blocks: dict[tuple[bool, str], tuple[int, int]]  # (is_company, block) -> start, end
+
+
+def _stack_blocks(frame: pl.DataFrame, block_columns: tuple[str, ...]) -> pl.DataFrame:
+    """One row per (row, block key), sorted so each block is a contiguous run."""
+    columns = [column for column in frame.columns if column not in _BLOCK_COLUMNS]
+    stacked = pl.concat([frame.select(*columns, block=column) for column in block_columns])
+    return stacked.sort("is_company", "block")
+
+
+def _runs(stacked: pl.DataFrame) -> Iterator[tuple[tuple[bool, str], int, int]]:
+    """((is_company, block), start, end) of each contiguous block of a _stack_blocks frame."""
+    sizes = stacked.group_by("is_company", "block", maintain_order=True).len()
+    start = 0
+    for is_company, block, size in sizes.iter_rows():
+        yield (is_company, block), start, start + size
+        start += size
 
 
 def _choices(names: pl.DataFrame, block_columns: tuple[str, ...]) -> Choices:
     """(is_company, block) -> (sorted-token names, their contact ids), for rapidfuzz."""
-    stacked = pl.concat(
-        [names.select("is_company", "text", "contact_id", block=column) for column in block_columns]
+    stacked = _stack_blocks(names, block_columns)
+    return Choices(
+        texts=stacked["text"].to_list(),
+        contact_ids=stacked["contact_id"],
+        blocks={key: (start, end) for key, start, end in _runs(stacked)},
     )
-    return {
-        (is_company, block): (group["text"].to_list(), group["contact_id"].to_list())
-        for (is_company, block), group in stacked.group_by("is_company", "block")
-    }
 
 
 @dataclass(frozen=True)
 class ContactIndex:
-    """Key tables over the directory, built once per run by build_index."""
+    """Key tables over the directory, built once per run by build_index.
+
+    Raw key tables (key, is_company, contact_id) list every match; tallies (key -> how many
+    distinct contacts, and the one when there is one) let most values resolve with a 1:1 join.
+    """
 
     contacts: pl.DataFrame  # contact_id, is_company, name, email, company_name
-    emails: pl.DataFrame  # key, contact_id
+    emails: pl.DataFrame  # key, is_company, contact_id
     exact: pl.DataFrame  # key, is_company, contact_id
     normalised: pl.DataFrame  # key, is_company, contact_id
     names: pl.DataFrame  # is_company, text (sorted tokens), contact_id, broad, narrow_a, narrow_b
+    email_tally: tuple[pl.DataFrame, pl.DataFrame]  # people's, then companies'
+    exact_tally: tuple[pl.DataFrame, pl.DataFrame]
+    normalised_tally: tuple[pl.DataFrame, pl.DataFrame]
+    # Outcomes already worked out, per fuzzy setting: the same value on the other side of the
+    # relationship (or in the next call) is not resolved twice. Deterministic, so still pure.
+    memory: dict[float | None, pl.DataFrame] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     @cached_property
     def broad_choices(self) -> Choices:
@@ -233,12 +269,12 @@ def _keys(variants: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
 
 def _email_keys(directory: pl.DataFrame) -> pl.DataFrame:
     return (
-        directory.select("contact_id", key=pl.col.emails)
+        directory.select("contact_id", "is_company", key=pl.col.emails)
         .explode("key")
         .with_columns(key=exact_key(pl.col.key))
         .filter(pl.col.key.is_not_null() & (pl.col.key != ""))
         .unique()
-        .select("key", "contact_id")
+        .select("key", "is_company", "contact_id")
     )
 
 
@@ -252,6 +288,23 @@ def _normalised_keys(directory: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _tally(keys: pl.DataFrame, contacts: pl.DataFrame, who: str) -> pl.DataFrame:
+    """key -> {who}_count (distinct contacts), {who}_id and {who}_name (one of them)."""
+    tally = keys.group_by("key").agg(
+        pl.len().cast(pl.UInt32).alias(f"{who}_count"),
+        pl.col.contact_id.first().alias(f"{who}_id"),
+    )
+    names = contacts.select(pl.col.contact_id.alias(f"{who}_id"), pl.col.name.alias(f"{who}_name"))
+    return tally.join(names, on=f"{who}_id", how="left")
+
+
+def _tallies(keys: pl.DataFrame, contacts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return (
+        _tally(keys.filter(~pl.col.is_company), contacts, "person"),
+        _tally(keys.filter(pl.col.is_company), contacts, "company"),
+    )
+
+
 def build_index(directory: pl.DataFrame) -> ContactIndex:
     """The key tables resolution joins against; build once per run."""
     contacts = directory.select(
@@ -261,6 +314,7 @@ def build_index(directory: pl.DataFrame) -> ContactIndex:
         email=pl.col.emails.list.first(),
         company_name="company_name",
     )
+    emails = _email_keys(directory)
     exact = _keys(_name_variants(directory, with_suffix=True), exact_key(pl.col.text))
     normalised = _normalised_keys(directory)
     names = (
@@ -270,10 +324,13 @@ def build_index(directory: pl.DataFrame) -> ContactIndex:
     )
     return ContactIndex(
         contacts=contacts,
-        emails=_email_keys(directory),
+        emails=emails,
         exact=exact,
         normalised=normalised,
         names=names,
+        email_tally=_tallies(emails, contacts),
+        exact_tally=_tallies(exact, contacts),
+        normalised_tally=_tallies(normalised, contacts),
     )
 
 
@@ -348,8 +405,7 @@ def _not_found_detail() -> pl.Expr:
 
 def _resolved(frame: pl.DataFrame, match: pl.Expr, detail: pl.Expr | None = None) -> pl.DataFrame:
     return frame.select(
-        "mode",
-        "value",
+        "vid",
         "contact_id",
         match=match,
         matched_name="name",
@@ -360,8 +416,7 @@ def _resolved(frame: pl.DataFrame, match: pl.Expr, detail: pl.Expr | None = None
 
 def _failed(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
     return frame.select(
-        "mode",
-        "value",
+        "vid",
         contact_id=pl.lit(None, dtype=pl.String),
         match=pl.lit(None, dtype=pl.String),
         matched_name=pl.lit(None, dtype=pl.String),
@@ -370,39 +425,68 @@ def _failed(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
     )
 
 
-def _decide(
-    keyed: pl.DataFrame, hits: pl.DataFrame, index: ContactIndex, levels: list[str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """From (vid, contact_id, level) hits: one contact at the best level resolves, more fail.
+@dataclass(frozen=True)
+class _Level:
+    """The values one level resolved, found ambiguous, or left for the next level."""
 
-    Returns the settled outcomes and the keyed values nothing matched.
-    """
-    best = (
-        hits.select("vid", "contact_id", "level")
-        .unique()
-        .filter(pl.col.level == pl.col.level.min().over("vid"))
+    resolved: pl.DataFrame
+    ambiguous: pl.DataFrame
+    pending: pl.DataFrame
+
+
+def _counted(
+    frame: pl.DataFrame,
+    tallies: tuple[pl.DataFrame, pl.DataFrame],
+    person_key: str,
+    company_key: str,
+) -> _Level:
+    """Join a level's tallies; the value's kind says whether people, companies or both count."""
+    people, companies = tallies
+    joined = frame.join(people, left_on=person_key, right_on="key", how="left").join(
+        companies, left_on=company_key, right_on="key", how="left"
     )
-    counts = best.group_by("vid").agg(
-        contact_id=pl.col.contact_id.first(), level=pl.col.level.first(), count=pl.len()
+    counted = joined.with_columns(
+        _people=pl.when(pl.col.kind == "company")
+        .then(0)
+        .otherwise(pl.col.person_count.fill_null(0)),
+        _companies=pl.when(pl.col.kind == "person")
+        .then(0)
+        .otherwise(pl.col.company_count.fill_null(0)),
+    ).with_columns(_count=pl.col._people + pl.col._companies)
+    single = counted.filter(pl.col._count == 1).with_columns(
+        contact_id=pl.when(pl.col._people == 1).then(pl.col.person_id).otherwise(pl.col.company_id),
+        name=pl.when(pl.col._people == 1).then(pl.col.person_name).otherwise(pl.col.company_name),
     )
-    level_name = pl.col.level.replace_strict(
-        list(range(len(levels))), levels, return_dtype=pl.String
+    drop = ["person_count", "person_id", "person_name"]
+    drop += ["company_count", "company_id", "company_name"]
+    return _Level(
+        resolved=single,
+        ambiguous=counted.filter(pl.col._count > 1).drop(drop),
+        pending=counted.filter(pl.col._count == 0).drop([*drop, "_people", "_companies", "_count"]),
     )
-    single = (
-        counts.filter(pl.col.count == 1)
-        .join(keyed, on="vid")
-        .join(index.contacts.select("contact_id", "name"), on="contact_id", how="left")
+
+
+def _probes(frame: pl.DataFrame, person_key: str, company_key: str) -> pl.DataFrame:
+    """vid, key, is_company: the person and/or company form of each value, as its kind allows."""
+    people = frame.filter(pl.col.kind != "company").select(
+        "vid", key=pl.col(person_key), is_company=pl.lit(False)
     )
-    several = counts.filter(pl.col.count > 1).select("vid", "level")
-    candidates = _candidate_lists(best.join(several, on="vid", how="semi"), index, AMBIGUOUS_SHOWN)
-    ambiguous = keyed.join(several, on="vid").join(candidates, on="vid")
-    settled = pl.concat(
-        [
-            _resolved(single, level_name),
-            _failed(ambiguous, "ambiguous_contact", _ambiguous_detail(level_name)),
-        ]
+    companies = frame.filter(pl.col.kind != "person").select(
+        "vid", key=pl.col(company_key), is_company=pl.lit(True)
     )
-    return settled, keyed.join(counts, on="vid", how="anti")
+    return pl.concat([people, companies]).filter(pl.col.key != "")
+
+
+def _ambiguous(
+    level: _Level, keys: pl.DataFrame, index: ContactIndex, name: str, keys_in: tuple[str, str]
+) -> pl.DataFrame:
+    """Fail each ambiguous value, naming its first few candidates."""
+    frame = level.ambiguous
+    hits = _probes(frame, *keys_in).join(keys, on=["key", "is_company"])
+    candidates = _candidate_lists(hits, index, AMBIGUOUS_SHOWN)
+    return _failed(
+        frame.join(candidates, on="vid"), "ambiguous_contact", _ambiguous_detail(pl.lit(name))
+    )
 
 
 def _resolve_missing(values: pl.DataFrame) -> pl.DataFrame:
@@ -447,65 +531,55 @@ def _resolve_ids(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
 
 
 def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    keyed = values.with_row_index("vid").with_columns(key=exact_key(pl.col.value))
-    hits = keyed.join(index.emails, on="key", how="inner").with_columns(level=pl.lit(0, pl.UInt8))
-    settled, unmatched = _decide(keyed, hits, index, ["email"])
-    return pl.concat([settled, _failed(unmatched, "contact_not_found", _not_found_detail())])
-
-
-# ---------------------------------------------------------------- names
-
-
-def _kind_allows(kind: pl.Expr, is_company: pl.Expr) -> pl.Expr:
-    return (kind == "name") | ((kind == "company") == is_company)
-
-
-def _normalised_probes(keyed: pl.DataFrame) -> pl.DataFrame:
-    """vid, key, is_company: the person and/or company form of each value, as its mode allows."""
-    folded = keyed.select("vid", "kind", folded=_fold_letters(pl.col.value))
-    people = folded.filter(pl.col.kind != "company").select(
-        "vid", key=_person_from_folded(pl.col.folded), is_company=pl.lit(False)
+    keyed = values.with_columns(key=exact_key(pl.col.value))
+    level = _counted(keyed, index.email_tally, "key", "key")
+    return pl.concat(
+        [
+            _resolved(level.resolved, pl.lit("email")),
+            _ambiguous(level, index.emails, index, "email", ("key", "key")),
+            _failed(level.pending, "contact_not_found", _not_found_detail()),
+        ]
     )
-    companies = folded.filter(pl.col.kind != "person").select(
-        "vid", key=_company_from_folded(pl.col.folded), is_company=pl.lit(True)
-    )
-    return pl.concat([people, companies]).filter(pl.col.key != "")
 
 
 def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
-    keyed = values.with_row_index("vid")
-    exact = (
-        keyed.with_columns(key=exact_key(pl.col.value))
-        .join(index.exact, on="key", how="inner")
-        .filter(_kind_allows(pl.col.kind, pl.col.is_company))
-        .select("vid", "contact_id", level=pl.lit(0, pl.UInt8))
+    exact = _counted(
+        values.with_columns(key=exact_key(pl.col.value)), index.exact_tally, "key", "key"
     )
-    probes = _normalised_probes(keyed.join(exact, on="vid", how="anti"))
-    normalised = probes.join(index.normalised, on=["key", "is_company"], how="inner").select(
-        "vid", "contact_id", level=pl.lit(1, pl.UInt8)
+    folded = exact.pending.with_columns(_folded=_fold_letters(pl.col.value))
+    pending = folded.select(
+        pl.exclude("_folded", "key"),
+        person_key=_person_from_folded(pl.col._folded),
+        company_key=_company_from_folded(pl.col._folded),
     )
-    settled, unmatched = _decide(
-        keyed, pl.concat([exact, normalised]), index, ["exact", "normalised"]
-    )
+    normalised = _counted(pending, index.normalised_tally, "person_key", "company_key")
+    normalised_keys = ("person_key", "company_key")
+    settled = [
+        _resolved(exact.resolved, pl.lit("exact")),
+        _ambiguous(exact, index.exact, index, "exact", ("key", "key")),
+        _resolved(normalised.resolved, pl.lit("normalised")),
+        _ambiguous(normalised, index.normalised, index, "normalised", normalised_keys),
+    ]
+    unmatched = normalised.pending
     if unmatched.is_empty():
-        return settled
-    unmatched_probes = probes.join(unmatched, on="vid", how="semi")
-    return pl.concat([settled, _resolve_fuzzy(unmatched, unmatched_probes, index, fuzzy)])
+        return pl.concat(settled)
+    probes = _probes(unmatched, *normalised_keys)
+    return pl.concat([*settled, _resolve_fuzzy(unmatched, probes, index, fuzzy)])
 
 
 # ---------------------------------------------------------------- fuzzy and did-you-mean
 
 
 def _block_scores(
-    queries: list[tuple[int, str]], texts: list[str], ids: list[str], cutoff: float
-) -> Iterator[tuple[int, str, float]]:
+    queries: list[tuple[int, str]], texts: list[str], offset: int, cutoff: float
+) -> Iterator[tuple[int, int, float]]:
     # A loop over queries, each scored against its block in C: never rows x contacts in Python.
     for vid, text in queries:
         found = process.extract(
             text, texts, scorer=fuzz.ratio, processor=None, limit=_FUZZY_LIMIT, score_cutoff=cutoff
         )
         for _, score, position in found:
-            yield vid, ids[position], score
+            yield vid, offset + position, score
 
 
 def fuzzy_scores(
@@ -518,20 +592,22 @@ def fuzzy_scores(
     queries = probes.select("vid", "is_company", text=_sorted_tokens(pl.col.key)).with_columns(
         **_block_keys(pl.col.text)
     )
-    stacked = pl.concat(
-        [queries.select("vid", "is_company", "text", block=column) for column in block_columns]
-    )
-    rows: list[tuple[int, str, float]] = []
-    for (is_company, block), group in stacked.group_by("is_company", "block"):
-        block_choices = choices.get((is_company, block))
-        if block_choices is None:
-            continue
-        pairs = list(zip(group["vid"].to_list(), group["text"].to_list(), strict=True))
-        rows.extend(_block_scores(pairs, *block_choices, cutoff))
+    stacked = _stack_blocks(queries, block_columns)
+    vids, texts = stacked["vid"].to_list(), stacked["text"].to_list()
+    rows: list[tuple[int, int, float]] = []
+    for key, start, end in _runs(stacked):
+        if key in choices.blocks:
+            first, last = choices.blocks[key]
+            pairs = list(zip(vids[start:end], texts[start:end], strict=True))
+            rows.extend(_block_scores(pairs, choices.texts[first:last], first, cutoff))
     scores = pl.DataFrame(
-        rows, schema={"vid": pl.UInt32, "contact_id": pl.String, "score": pl.Float64}, orient="row"
+        rows, schema={"vid": pl.UInt64, "position": pl.UInt32, "score": pl.Float64}, orient="row"
     )
-    return scores.group_by("vid", "contact_id").agg(pl.col.score.max())
+    return (
+        scores.with_columns(contact_id=choices.contact_ids.gather(scores["position"]))
+        .group_by("vid", "contact_id")
+        .agg(pl.col.score.max())
+    )
 
 
 def _ranked(scores: pl.DataFrame) -> pl.DataFrame:
@@ -635,10 +711,13 @@ def _classify(mode: pl.Expr, value: pl.Expr) -> pl.Expr:
     )
 
 
-def _check_arguments(distinct: pl.DataFrame, fuzzy: float | None) -> None:
+def _check_modes(distinct: pl.DataFrame) -> None:
     unknown = set(distinct["mode"].unique().to_list()) - set(MODES)
     if unknown:
         raise ValueError(f"unknown match mode(s) {sorted(unknown)}; use one of {', '.join(MODES)}")
+
+
+def _check_fuzzy(fuzzy: float | None) -> None:
     if fuzzy is not None and not 0 <= fuzzy <= 100:
         raise ValueError(f"the fuzzy threshold must be between 0 and 100, not {fuzzy}")
 
@@ -646,15 +725,55 @@ def _check_arguments(distinct: pl.DataFrame, fuzzy: float | None) -> None:
 def _resolve_distinct(
     distinct: pl.DataFrame, index: ContactIndex, fuzzy: float | None
 ) -> pl.DataFrame:
-    """mode, value, kind -> one outcome per distinct (mode, value)."""
-    names = distinct.filter(pl.col.kind.is_in(NAME_KINDS))
+    """vid, mode, value -> vid, mode, value and the outcome, once per distinct value."""
+    _check_modes(distinct)
+    classified = distinct.select(
+        "vid",
+        "mode",
+        value=pl.col.value.str.strip_chars(),
+        kind=_classify(pl.col.mode, pl.col.value.str.strip_chars()),
+    )
     parts = [
-        _resolve_missing(distinct.filter(pl.col.kind == "missing")),
-        _resolve_ids(distinct.filter(pl.col.kind == "id"), index),
-        _resolve_emails(distinct.filter(pl.col.kind == "email"), index),
-        _resolve_names(names, index, fuzzy),
+        _resolve_missing(classified.filter(pl.col.kind == "missing")),
+        _resolve_ids(classified.filter(pl.col.kind == "id"), index),
+        _resolve_emails(classified.filter(pl.col.kind == "email"), index),
+        _resolve_names(classified.filter(pl.col.kind.is_in(NAME_KINDS)), index, fuzzy),
     ]
-    return pl.concat([part.cast(_LOOKUP_SCHEMA) for part in parts])
+    outcomes = pl.concat([part.cast(_OUTCOME_SCHEMA) for part in parts])
+    return distinct.join(outcomes, on="vid", how="left")
+
+
+def _lookups(rows: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
+    """The outcome of every distinct value of rows, reusing the ones the index remembers."""
+    distinct = rows.select("vid", "mode", "value").unique("vid")
+    known = index.memory.get(fuzzy)
+    if known is not None:
+        distinct = distinct.join(known, on="vid", how="anti")
+    fresh = _resolve_distinct(distinct, index, fuzzy)
+    lookups = fresh if known is None else pl.concat([known, fresh])
+    index.memory[fuzzy] = lookups
+    return lookups
+
+
+def _join_outcomes(rows: pl.DataFrame, lookups: pl.DataFrame) -> pl.DataFrame | None:
+    """rows + their outcomes; None if two values shared a hash (then vid cannot be trusted)."""
+    joined = rows.join(lookups, on="vid", how="left", maintain_order="left", suffix="_seen")
+    same = (pl.col.mode == pl.col.mode_seen) & pl.col.value.eq_missing(pl.col.value_seen)
+    if not joined.select(same.all()).item():
+        return None
+    return joined
+
+
+def _by_value_ids(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
+    """The slow, collision-proof way: number the distinct values instead of hashing them."""
+    distinct = (
+        values.select("mode", "value")
+        .unique()
+        .with_row_index("vid")
+        .with_columns(pl.col.vid.cast(pl.UInt64))
+    )
+    rows = values.join(distinct, on=["mode", "value"], how="left", nulls_equal=True)
+    return rows.join(_resolve_distinct(distinct, index, fuzzy).drop("mode", "value"), on="vid")
 
 
 def _best_attempt(joined: pl.DataFrame) -> pl.DataFrame:
@@ -674,14 +793,11 @@ def resolve_side(
 
     fuzzy: None (off) or a similarity threshold 0-100 for names nothing else matched.
     """
-    trimmed = values.with_columns(value=pl.col.value.str.strip_chars())
-    distinct = trimmed.select("mode", "value").unique()
-    _check_arguments(distinct, fuzzy)
-    distinct = distinct.with_columns(kind=_classify(pl.col.mode, pl.col.value))
-    lookups = _resolve_distinct(distinct, index, fuzzy)
-    joined = trimmed.join(
-        lookups, on=["mode", "value"], how="left", nulls_equal=True, maintain_order="left"
-    )
+    _check_fuzzy(fuzzy)
+    rows = values.with_columns(vid=pl.struct("mode", "value").hash())
+    joined = _join_outcomes(rows, _lookups(rows, index, fuzzy))
+    if joined is None:
+        joined = _by_value_ids(values, index, fuzzy)
     if joined["row_id"].n_unique() != joined.height:
         joined = _best_attempt(joined)
     elif not joined["row_id"].is_sorted():

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etl import resolve as resolve_module
 from etl.directory import contacts_frame
 from etl.resolve import (
     RESULT_SCHEMA,
@@ -532,3 +533,33 @@ def test_resolution_only_returns_a_contact_whose_key_matches(
             and value_key(value, match, other["IsCompany"]) in contact_keys(other, match)
         ]
         assert not rivals, f"{value!r} resolved although {len(rivals)} other contact(s) match"
+
+
+# ---------------------------------------------------------------- machinery
+
+
+def test_a_hash_collision_falls_back_to_exact_value_ids(
+    index: ContactIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = values_frame(
+        [(0, 0, "auto", "Acme Ltd"), (1, 0, "auto", "John Smith"), (2, 0, "email", None)]
+    )
+    expected = resolve_side(values, build_index(contacts_frame(DIRECTORY)))
+    monkeypatch.setattr(resolve_module, "_join_outcomes", lambda rows, lookups: None)
+    assert resolve_side(values, index).equals(expected)
+
+
+def test_values_resolved_once_are_remembered_per_fuzzy_setting() -> None:
+    index = build_index(contacts_frame(DIRECTORY))
+    first = resolve_side(values_frame([(0, 0, "auto", "Catherine Zeta-Jonse")]), index)
+    again = resolve_side(values_frame([(5, 0, "auto", "Catherine Zeta-Jonse")]), index)
+    fuzzy = resolve_side(values_frame([(0, 0, "auto", "Catherine Zeta-Jonse")]), index, fuzzy=85)
+    assert first["reason"].to_list() == again["reason"].to_list() == ["contact_not_found"]
+    assert again["row_id"].to_list() == [5]
+    assert fuzzy["contact_id"].to_list() == [cid(13)]
+
+
+@pytest.mark.parametrize("threshold", [-1, 101])
+def test_a_fuzzy_threshold_outside_0_100_is_refused(index: ContactIndex, threshold: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        resolve_one("x", index, fuzzy=threshold)
