@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,10 +23,11 @@ from etl.sandbox import testing
 from etl.sandbox.testing import RunningSandbox
 from tests.e2e.workload import (
     Group,
+    Moment,
     assert_exact_end_state,
     cli_command,
-    env_for,
     import_args,
+    import_killed_at,
     make_groups,
     resume_args,
     run_cli,
@@ -39,23 +38,8 @@ from tests.e2e.workload import (
 KILL_SEED = 8_2026
 CREATES_PER_GROUP = 100
 WRITE_KILLS = 9
-POLL_SECONDS = 0.005
-KILL_DEADLINE_SECONDS = 60.0
 # Slow every request a little so the write phase lasts long enough to be hit at any point.
 SANDBOX_LATENCY = 0.01
-
-
-@dataclass(frozen=True)
-class Moment:
-    """Kill once the sandbox has seen `count` calls of `function` from this import."""
-
-    label: str
-    function: str
-    count: int
-    writing: bool
-
-    def __str__(self) -> str:
-        return self.label
 
 
 def kill_moments() -> list[Moment]:
@@ -106,35 +90,6 @@ def run_lane(lane: list[Trial]) -> None:
                 kill_and_recover(trial, crm)
             except Exception:
                 trial.failure = traceback.format_exc()
-
-
-def calls_of(crm: RunningSandbox, function: str) -> int:
-    return int(crm.state()["calls"].get(function, 0))
-
-
-def import_killed_at(moment: Moment, crm: RunningSandbox, command: list[str], cwd: Path) -> int:
-    """Start the import, SIGKILL it at `moment`; return its exit status (-9 when killed)."""
-    before = calls_of(crm, moment.function)
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env_for(crm),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + KILL_DEADLINE_SECONDS
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            if calls_of(crm, moment.function) - before >= moment.count:
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(POLL_SECONDS)
-    finally:
-        if process.poll() is None and time.monotonic() >= deadline:
-            process.kill()
-        process.wait(KILL_DEADLINE_SECONDS)
-    return process.returncode
 
 
 def runs_left(cwd: Path) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ note: "{Note}"
 """
 FAST = ("--rate", "1000", "--concurrency", "8", "--quiet")
 CLI_TIMEOUT_SECONDS = 120
+POLL_SECONDS = 0.005
+KILL_DEADLINE_SECONDS = 60.0
 
 Pair = frozenset[str]
 
@@ -195,3 +199,45 @@ def assert_exact_end_state(crm: RunningSandbox, group: Group, report_dir: Path) 
     contacts = group.contacts()
     assert [p for p in crm.state()["duplicate_pairs"] if p[0] in contacts] == []
     assert report_reasons(report_dir / "report.csv") == [reason for *_, reason in group.rows()]
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Kill once the sandbox has seen `count` calls of `function` from this import."""
+
+    label: str
+    function: str
+    count: int
+    writing: bool
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def calls_of(crm: RunningSandbox, function: str) -> int:
+    return int(crm.state()["calls"].get(function, 0))
+
+
+def import_killed_at(moment: Moment, crm: RunningSandbox, command: list[str], cwd: Path) -> int:
+    """Start the import, SIGKILL it at `moment`; return its exit status (-9 when killed)."""
+    before = calls_of(crm, moment.function)
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env_for(crm),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + KILL_DEADLINE_SECONDS
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if calls_of(crm, moment.function) - before >= moment.count:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(POLL_SECONDS)
+    finally:
+        if process.poll() is None and time.monotonic() >= deadline:
+            process.kill()
+        process.wait(KILL_DEADLINE_SECONDS)
+    return process.returncode
