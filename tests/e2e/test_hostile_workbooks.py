@@ -183,8 +183,8 @@ def import_measured(source: Path, folder: Path) -> Finished:
 def test_a_hostile_workbook_is_refused_in_bounded_memory(hostile: Hostile, tmp_path: Path) -> None:
     source = hostile.make(tmp_path)
     finished = import_measured(source, tmp_path)
+    assert finished.peak_rss_bytes < MAX_PEAK_RSS_BYTES, f"{finished.peak_rss_bytes:,} bytes"
     assert finished.returncode == 2, finished.stderr
     assert "Traceback" not in finished.stderr
     assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
     assert hostile.message in finished.stderr
-    assert finished.peak_rss_bytes < MAX_PEAK_RSS_BYTES, f"{finished.peak_rss_bytes:,} bytes"

@@ -195,10 +195,20 @@ def report_reasons(path: Path) -> list[str]:
 
 def assert_exact_end_state(crm: RunningSandbox, group: Group, report_dir: Path) -> None:
     """The CRM holds exactly the expected relationships, and the report accounts for each row."""
-    assert held(crm, group) == group.expected()
+    # Explicit messages: pytest rewrites asserts in test modules only, not in this helper.
+    now, expected = held(crm, group), group.expected()
+    extra, missing = now - expected, expected - now
+    assert not extra and not missing, (
+        f"{sum(extra.values())} extra, {sum(missing.values())} missing"
+    )
     contacts = group.contacts()
-    assert [p for p in crm.state()["duplicate_pairs"] if p[0] in contacts] == []
-    assert report_reasons(report_dir / "report.csv") == [reason for *_, reason in group.rows()]
+    duplicates = [p for p in crm.state()["duplicate_pairs"] if p[0] in contacts]
+    assert duplicates == [], f"{len(duplicates)} pairs hold more than one relationship"
+    reasons = report_reasons(report_dir / "report.csv")
+    wanted = [reason for *_, reason in group.rows()]
+    assert len(reasons) == len(wanted), f"{len(reasons)} report rows for {len(wanted)} rows"
+    wrong = [n for n, (got, want) in enumerate(zip(reasons, wanted, strict=True)) if got != want]
+    assert not wrong, f"report rows {wrong[:5]} differ"
 
 
 @dataclass(frozen=True)
