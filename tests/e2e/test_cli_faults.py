@@ -207,19 +207,33 @@ async def write_with_timeout(crm: RunningSandbox, ledger: Ledger, run_id: str) -
         return await execute(client, ledger, run_id)
 
 
+def fast_again_after_creates(crm: RunningSandbox, count: int) -> threading.Thread:
+    """Latency back to 0 once `count` creates have arrived (they keep the latency they got)."""
+    before = crm.state()["calls"].get("CreateRelationship", 0)
+
+    def watch() -> None:
+        deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if crm.state()["calls"].get("CreateRelationship", 0) - before >= count:
+                break
+            time.sleep(POLL_SECONDS)
+        crm.set_faults(latency=0.0)
+
+    return threading.Thread(target=watch, daemon=True)
+
+
 def test_responses_slower_than_the_timeout_then_fast_again_create_each_pair_once(
     crm: RunningSandbox, tmp_path: Path
 ) -> None:
     group = GROUPS[4]
-    # Creates sent in the slow window commit after the client gave up on them; reads sent
-    # after it answer at once.
-    slow = threading.Timer(0.2, lambda: crm.set_faults(latency=CLIENT_TIMEOUT * 3))
-    fast = threading.Timer(0.6, lambda: crm.set_faults(latency=0.0))
+    # The first creates commit after the client gave up on them; the reads that settle them,
+    # and everything after, answer at once. Waiting on the sandbox's count, not a clock, keeps
+    # the slow window from closing before any create arrives on a fast machine.
+    crm.set_faults(latency=CLIENT_TIMEOUT * 3)
+    fast = fast_again_after_creates(crm, 8)
     settled = 0
-    crm.set_faults(latency=0.01)
     with Ledger(tmp_path / "state.sqlite") as ledger:
         run_id = ledger.create_run(settings={}, fingerprint={}, plan=plan_for(group), dry_run=False)
-        slow.start()
         fast.start()
         try:
             for _ in range(MAX_RESUMES):
@@ -232,8 +246,7 @@ def test_responses_slower_than_the_timeout_then_fast_again_create_each_pair_once
                 except LacrmError:
                     continue  # stopped, resumable: run it again, as `resume` would
         finally:
-            slow.cancel()
-            fast.cancel()
+            fast.join()
         assert ledger.run(run_id).state == "finished"
     assert settled > 0, "no create outlived the client's timeout"
     assert held(crm, group) == group.expected()
