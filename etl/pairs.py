@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import polars as pl
 
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
-def canonical_pairs(frame: pl.DataFrame) -> pl.DataFrame:
+
+def canonical_pairs(frame: Frame) -> Frame:
     """Add `pair_lo`, `pair_hi`, `self_pair`, `first_row_id` to `row_id, contact_id_1/2`.
 
     `first_row_id` is the earliest row holding the same unordered pair (the row itself for the
     first occurrence); it is null where either side is unresolved or the pair is a self pair.
+    Takes a DataFrame or a LazyFrame and returns the same kind.
     """
     one, two = pl.col("contact_id_1"), pl.col("contact_id_2")
-    complete = one.is_not_null() & two.is_not_null()
-    with_pairs = frame.with_columns(
-        pair_lo=pl.when(complete).then(pl.min_horizontal(one, two)),
-        pair_hi=pl.when(complete).then(pl.max_horizontal(one, two)),
-        self_pair=(complete & (one == two)).fill_null(False),
+    # One string comparison per row (null when a side is missing, so both ends stay null);
+    # min_/max_horizontal would compare twice.
+    in_order = pl.col("_in_order")
+    with_pairs = (
+        frame.with_columns(_in_order=one <= two)
+        .with_columns(
+            pair_lo=pl.when(in_order).then(one).when(~in_order).then(two),
+            pair_hi=pl.when(in_order).then(two).when(~in_order).then(one),
+            self_pair=(one == two).fill_null(False),
+        )
+        .drop("_in_order")
     )
     distinct = pl.col("pair_lo").is_not_null() & ~pl.col("self_pair")
     return with_pairs.with_columns(

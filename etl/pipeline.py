@@ -20,7 +20,15 @@ from etl.ledger import Ledger, RunInfo
 from etl.mapping import Side, load_mapping, render_notes, side_values
 from etl.plan import TO_CREATE, build_plan
 from etl.progress import stage
-from etl.report import ReportPaths, count_outcomes, report_frame, summary_text, write_reports
+from etl.report import (
+    ReportPaths,
+    count_outcomes,
+    report_frame,
+    split_inputs,
+    summary_text,
+    with_inputs,
+    write_reports,
+)
 
 EXISTING_SCHEMA = {"pair_lo": pl.String, "pair_hi": pl.String, "relationship_id": pl.String}
 
@@ -127,13 +135,18 @@ async def prepare(
 
     with stage("Existing pairs", progress=False, unit=" pairs") as checking:
         known = await _existing(settings, api, ledger, draft, calls, info, progress)
-        plan = build_plan(rows, *sides, notes, known, dry_run=settings.dry_run)
+        # Nothing found changes nothing: the draft is the plan (planning 1M rows twice is 2 s).
+        plan = (
+            draft
+            if known.is_empty()
+            else build_plan(rows, *sides, notes, known, dry_run=settings.dry_run)
+        )
         checking.done(known.height)
         checking.describe(_status_counts(plan))
     clock.lap("existing")
     info["timings"] = clock.laps
     info["api_calls"] = dict(sorted(calls.items()))
-    stored = plan.join(rows.select("row_id", *extracted.columns), on="row_id", how="left")
+    stored = with_inputs(plan, rows, extracted.columns)
     run_id = ledger.create_run(
         settings={**settings.as_dict(api), "input_columns": extracted.columns, "info": info},
         fingerprint=fingerprint(settings),
@@ -307,10 +320,10 @@ def rerender_report(
 
 def _report_rows(ledger: Ledger, run_id: str) -> tuple[pl.DataFrame, list[str]]:
     run = ledger.run(run_id)
-    stored = ledger.plan(run_id)
     input_columns: list[str] = run.settings["input_columns"]
-    plan = _with_outcomes(stored, ledger.outcomes(run_id))
-    return report_frame(plan, stored, input_columns), input_columns
+    planned, rows = split_inputs(ledger.plan(run_id), input_columns)
+    plan = _with_outcomes(planned, ledger.outcomes(run_id))
+    return report_frame(plan, rows, input_columns), input_columns
 
 
 def _summary(

@@ -40,22 +40,19 @@ def build_plan(
     `rows` holds row_id, source, sheet, row; `side_1`/`side_2` are resolve results; `existing`
     holds the pairs the CRM already has (pair_lo, pair_hi, relationship_id).
     """
-    frame = (
-        rows.select("row_id", "source", "sheet", "row")
-        .with_columns(note=notes if notes is not None else pl.lit(None, pl.String))
-        .join(_side(side_1, "1"), on="row_id", how="left")
-        .join(_side(side_2, "2"), on="row_id", how="left")
+    frame = rows.select("row_id", "source", "sheet", "row").with_columns(
+        note=notes if notes is not None else pl.lit(None, pl.String)
     )
-    frame = canonical_pairs(frame)
-    frame = _with_first_row_label(frame).join(
-        existing.unique(["pair_lo", "pair_hi"], keep="first"), on=["pair_lo", "pair_hi"], how="left"
-    )
+    frame = _with_side(_with_side(frame, side_1, "1"), side_2, "2")
+    if not frame["row_id"].is_sorted():
+        frame = frame.sort("row_id")
+    pairs = _with_first_row_label(canonical_pairs(frame))
     create_status = "would_create" if dry_run else TO_CREATE
     failed_1 = pl.col("reason_1").is_not_null() | pl.col("contact_id_1").is_null()
     failed_2 = pl.col("reason_2").is_not_null() | pl.col("contact_id_2").is_null()
     duplicate = pl.col("first_row_id") != pl.col("row_id")
     exists = pl.col("relationship_id").is_not_null()
-    decided = frame.with_columns(
+    decided = _with_existing(pairs, existing).with_columns(
         status=pl.when(failed_1 | failed_2)
         .then(pl.lit("failed"))
         .when(pl.col("self_pair") | duplicate | exists)
@@ -82,13 +79,27 @@ def build_plan(
             pl.lit("the CRM already holds this pair as RelationshipId ") + pl.col("relationship_id")
         ),
     )
-    return (
-        decided.with_columns(
-            relationship_id=pl.when(pl.col("reason") == "already_exists").then("relationship_id")
-        )
-        .select(PLAN_COLUMNS)
-        .sort("row_id")
+    return decided.with_columns(
+        relationship_id=pl.when(pl.col("reason") == "already_exists").then("relationship_id")
+    ).select(PLAN_COLUMNS)
+
+
+def _with_side(frame: pl.DataFrame, resolved: pl.DataFrame, n: str) -> pl.DataFrame:
+    """Add one side's columns: side by side when it lists the same rows in the same order (what
+    resolve_side returns), else by a join."""
+    columns = _side(resolved, n)
+    if columns["row_id"].equals(frame["row_id"]):
+        return pl.concat([frame, columns.drop("row_id")], how="horizontal")
+    return frame.join(columns, on="row_id", how="left")
+
+
+def _with_existing(pairs: pl.DataFrame, existing: pl.DataFrame) -> pl.DataFrame:
+    if existing.is_empty():
+        return pairs.with_columns(relationship_id=pl.lit(None, pl.String))
+    known = existing.select("pair_lo", "pair_hi", "relationship_id").unique(
+        ["pair_lo", "pair_hi"], keep="first"
     )
+    return pairs.join(known, on=["pair_lo", "pair_hi"], how="left", maintain_order="left")
 
 
 def _side(resolved: pl.DataFrame, n: str) -> pl.DataFrame:
@@ -116,22 +127,20 @@ def _side_failure_detail() -> pl.Expr:
 
 
 def _with_first_row_label(frame: pl.DataFrame) -> pl.DataFrame:
-    """Name each duplicate's first row as a person finds it: row N of source (sheet)."""
+    """Name each duplicate's first row as a person finds it: row N of source (, sheet S).
+
+    Labels only the rows some duplicate points to: most rows are nobody's first row.
+    """
+    pointed_to = frame.filter(pl.col("first_row_id") != pl.col("row_id")).get_column("first_row_id")
     sheet = pl.when(pl.col("sheet") != "").then(pl.lit(", sheet ") + pl.col("sheet"))
-    labels = frame.select(
+    labels = frame.filter(pl.col("row_id").is_in(pointed_to.unique().implode())).select(
         pl.col("row_id").alias("first_row_id"),
         pl.concat_str(
-            [
-                pl.lit("row "),
-                pl.col("row").cast(pl.String),
-                pl.lit(" of "),
-                pl.col("source"),
-                sheet,
-            ],
+            [pl.lit("row "), pl.col("row").cast(pl.String), pl.lit(" of "), "source", sheet],
             ignore_nulls=True,
         ).alias("first_row_label"),
     )
-    return frame.join(labels, on="first_row_id", how="left")
+    return frame.join(labels, on="first_row_id", how="left", maintain_order="left")
 
 
 def counts(plan: pl.DataFrame) -> dict[str, int]:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ CHART_COLOURS = {
     "failed": "E06666",
 }
 SUMMARY_SHEET = "Summary"
+FAILED_ERROR = "error"
 SECONDS_FORMAT = "0.000"
 LEFT = Alignment(horizontal="left")
 
@@ -69,13 +71,38 @@ class ReportPaths:
     summary_json: Path
 
 
+def input_names(input_columns: list[str], taken: Iterable[str]) -> dict[str, str]:
+    """The input's columns by the names they go by beside ours: `input:<name>` where taken."""
+    used = set(taken) | set(OUTCOME_COLUMNS) | set(MATCH_COLUMNS) | {"row_id", "note"}
+    return {column: f"input:{column}" if column in used else column for column in input_columns}
+
+
+def with_inputs(plan: pl.DataFrame, rows: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
+    """The plan with the input's own columns beside it, as the ledger keeps it."""
+    renamed = input_names(input_columns, plan.columns)
+    inputs = rows.select("row_id", *input_columns).rename(renamed)
+    return plan.join(inputs, on="row_id", how="left")
+
+
+def split_inputs(
+    stored: pl.DataFrame, input_columns: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """with_inputs undone: (the plan, the input rows under their own names)."""
+    names = {
+        column: f"input:{column}" if f"input:{column}" in stored.columns else column
+        for column in input_columns
+    }
+    plan_columns = [c for c in stored.columns if c not in set(names.values())]
+    rows = stored.select("row_id", *(pl.col(name).alias(c) for c, name in names.items()))
+    return stored.select(plan_columns), rows
+
+
 def report_frame(plan: pl.DataFrame, rows: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
     """The report's rows: outcome columns, then the input's own columns, then how sides matched.
 
     An input column whose name the report already uses is shown as `input:<name>`.
     """
-    taken = set(OUTCOME_COLUMNS) | set(MATCH_COLUMNS) | {"row_id"}
-    renamed = {c: f"input:{c}" if c in taken else c for c in input_columns}
+    renamed = input_names(input_columns, plan.columns)
     inputs = rows.select("row_id", *input_columns).rename(renamed)
     return (
         plan.join(inputs, on="row_id", how="left")
@@ -85,13 +112,17 @@ def report_frame(plan: pl.DataFrame, rows: pl.DataFrame, input_columns: list[str
 
 
 def failed_frame(report: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
-    """The failed rows as the user gave them, plus `error`: fix and import again."""
-    inputs = [f"input:{c}" if f"input:{c}" in report.columns else c for c in input_columns]
+    """The failed rows as the user gave them, plus `error`: fix and import again.
+
+    A failed.csv imported again brings its own `error` column: this run's error replaces it.
+    """
+    kept = [c for c in input_columns if c != FAILED_ERROR]
+    inputs = [f"input:{c}" if f"input:{c}" in report.columns else c for c in kept]
     error = pl.concat_str([pl.col("reason"), pl.col("detail")], separator=": ", ignore_nulls=True)
     return (
         report.filter(pl.col("status") == "failed")
-        .select(*inputs, error.alias("error"))
-        .rename(dict(zip(inputs, input_columns, strict=True)))
+        .select(*inputs, error.alias(FAILED_ERROR))
+        .rename(dict(zip(inputs, kept, strict=True)))
     )
 
 

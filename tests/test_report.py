@@ -8,7 +8,9 @@ from etl.report import (
     failed_frame,
     neutralise_formulas,
     report_frame,
+    split_inputs,
     summary_text,
+    with_inputs,
     write_reports,
     write_workbook,
 )
@@ -174,3 +176,35 @@ def test_control_characters_and_huge_cells_do_not_break_the_workbook(tmp_path) -
     workbook.save(tmp_path / "t.xlsx")
     values = [row[0] for row in sheet_rows(load_workbook(tmp_path / "t.xlsx")["t"])]
     assert values == ["note", "a\ufffdb\ufffdc", "x" * 32_767, "'-1"]
+
+
+def test_a_failed_csv_imported_again_gets_a_fresh_error_column() -> None:
+    inputs = rows().with_columns(error=pl.lit("stale: from the last run"))
+    report = report_frame(plan(), inputs, ["Person", "error"])
+    failed = failed_frame(report, ["Person", "error"])
+    assert failed.columns == ["Person", "error"]
+    assert failed.row(0) == (
+        "Peter Parker",
+        "contact_not_found: contact 1: no contact named Peter Parker",
+    )
+
+
+def test_input_columns_named_like_ours_keep_their_own_values() -> None:
+    inputs = pl.DataFrame(
+        {
+            "row_id": [0, 1],
+            "note": ["theirs", None],
+            "contact_id_1": ["a", "b"],
+            "Person": ["J", "P"],
+        },
+        schema_overrides={"row_id": pl.UInt32},
+    )
+    columns = ["note", "contact_id_1", "Person"]
+    stored = with_inputs(plan(), inputs, columns)
+    planned, rows_again = split_inputs(stored, columns)
+    assert planned.equals(plan())
+    assert rows_again.sort("row_id").equals(inputs)
+    report = report_frame(planned, rows_again, columns)
+    assert report["input:note"].to_list() == ["theirs", None]
+    assert report["input:contact_id_1"].to_list() == ["a", "b"]
+    assert report["contact_id_1"].to_list() == [ID, None]
