@@ -1,5 +1,5 @@
 import polars as pl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.pairs import canonical_pairs, distinct_pairs
@@ -44,6 +44,7 @@ pair_lists = st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(IDS)), max
 
 
 @given(pair_lists)
+@settings(deadline=None)
 def test_dedupe_keeps_exactly_the_first_occurrence_of_each_unordered_pair(
     pairs: list[tuple[str, str]],
 ) -> None:
@@ -59,6 +60,7 @@ def test_dedupe_keeps_exactly_the_first_occurrence_of_each_unordered_pair(
 
 
 @given(pair_lists)
+@settings(deadline=None)
 def test_canonical_pairs_are_symmetric(pairs: list[tuple[str, str]]) -> None:
     forward = canonical_pairs(frame(pairs)).select("pair_lo", "pair_hi")
     reversed_ = canonical_pairs(frame([(b, a) for a, b in pairs])).select("pair_lo", "pair_hi")
