@@ -217,9 +217,10 @@ class Ledger:
         return self._run_info(row)
 
     def runs(self) -> list[RunInfo]:
+        """Every run, newest first."""
         rows = self._db.execute(
             "SELECT run_id, created_at, finished_at, state, dry_run, settings, fingerprint,"
-            " total_rows FROM runs ORDER BY created_at, run_id"
+            " total_rows FROM runs ORDER BY created_at DESC, rowid DESC"
         ).fetchall()
         return [self._run_info(row) for row in rows]
 

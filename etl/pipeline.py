@@ -84,9 +84,12 @@ class Prepared:
 
 
 def fingerprint(settings: ImportSettings) -> dict[str, Any]:
-    """What resume checks before it writes: the files must not have changed since the plan."""
+    """What resume checks before it writes: the files must not have changed since the plan.
+
+    Keyed by absolute path, so `resume` works from any working folder.
+    """
     files = [*settings.sources, settings.mapping]
-    return {str(path): _sha256(path) for path in files}
+    return {str(path.resolve()): _sha256(path) for path in files}
 
 
 def _sha256(path: Path) -> str:
@@ -429,24 +432,40 @@ def run_line(run: RunInfo) -> str:
 
 
 def check_unchanged(ledger: Ledger, run_id: str) -> None:
-    """Refuse to resume a run whose input files changed (or vanished) since it was planned."""
+    """Refuse to resume a run whose input files changed (or vanished) since it was planned.
+
+    Ledgers before absolute paths hold the paths as given: those resolve against the working
+    folder, as they always did.
+    """
     recorded: dict[str, str] = ledger.run(run_id).fingerprint
+    missing = [path for path in recorded if not Path(path).is_file()]
     changed = [
         path
         for path, digest in recorded.items()
-        if not Path(path).is_file() or _sha256(Path(path)) != digest
+        if path not in missing and _sha256(Path(path)) != digest
     ]
-    if changed:
-        raise InputsChanged(run_id, changed)
+    if changed or missing:
+        raise InputsChanged(run_id, changed, missing)
 
 
 class InputsChanged(Exception):
-    def __init__(self, run_id: str, paths: list[str]) -> None:
-        super().__init__(run_id, paths)
-        self.run_id, self.paths = run_id, paths
+    """The run's input files are not the ones it was planned from: a user error (exit 2)."""
+
+    def __init__(self, run_id: str, changed: list[str], missing: list[str] | None = None) -> None:
+        super().__init__(run_id, changed, missing)
+        self.run_id, self.changed, self.missing = run_id, changed, missing or []
+
+    @property
+    def paths(self) -> list[str]:
+        return [*self.changed, *self.missing]
 
     def __str__(self) -> str:
+        what = []
+        if self.changed:
+            what.append(f"{', '.join(self.changed)} changed since it was planned")
+        if self.missing:
+            what.append(f"{', '.join(self.missing)} no longer exists")
         return (
-            f"run {self.run_id} cannot be resumed: {', '.join(self.paths)} changed since it was "
-            "planned; import the files again (pairs already created are skipped)"
+            f"run {self.run_id} cannot be resumed: {'; '.join(what)}; run `lacrm-etl import` "
+            "on the files again for a new plan (pairs already created are skipped)"
         )

@@ -160,9 +160,9 @@ def test_run_states_and_listing(tmp_path: Path) -> None:
         with pytest.raises(LedgerError, match="unknown run state"):
             ledger.set_state(first, "done")
         runs = ledger.runs()
-    assert [r.run_id for r in runs] == [first, second]
-    assert runs[0].state == "finished" and runs[0].finished_at is not None
-    assert runs[1].state == "planned"
+    assert [r.run_id for r in runs] == [second, first]  # newest first, as `runs` shows them
+    assert runs[1].state == "finished" and runs[1].finished_at is not None
+    assert runs[0].state == "planned"
 
 
 def test_claimed_covers_created_and_known_relationships(tmp_path: Path) -> None:

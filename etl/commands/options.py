@@ -47,6 +47,7 @@ def user_errors(run_id: str | None = None) -> Iterator[None]:
         SnapshotError,
         ExportError,
         pipeline.MissingApiKey,
+        pipeline.InputsChanged,
     ) as error:
         raise BadInput(str(error)) from None
     except AuthError as error:
