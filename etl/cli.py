@@ -27,6 +27,8 @@ from etl.progress import configure_logging, show_bars
 from etl.sandbox.cli import sandbox
 from etl.write import rollback_preview
 
+SHEET_HELP = "Workbook sheet, by name or number (1 = the first) [default: the first holding data]."
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lacrm-etl")
@@ -55,7 +57,7 @@ def cli() -> None:
     help="The mapping file (YAML): which columns name contact 1, contact 2 and the note.",
 )
 @click.option("--dry-run", is_flag=True, help="Plan and report everything; write nothing.")
-@click.option("--sheet", help="Workbook sheet, by name or 0-based index [default: first].")
+@click.option("--sheet", help=SHEET_HELP)
 @click.option(
     "--header-row", type=click.IntRange(min=1), default=1, show_default=True, help="Header row."
 )
@@ -117,6 +119,8 @@ def import_(
     ledger = Ledger(state_db)
     with user_errors():
         prepared = asyncio.run(pipeline.prepare(settings, api, ledger, progress=progress))
+    for warning in prepared.info.get("warnings", []):
+        click.echo(f"Warning: {warning}", err=True)
     session = Session()
     to_create = int((prepared.plan["status"] == TO_CREATE).sum())
     if to_create:
@@ -321,7 +325,7 @@ def mapping() -> None:
 
 @mapping.command("init")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--sheet", help="Workbook sheet, by name or 0-based index [default: first].")
+@click.option("--sheet", help=SHEET_HELP)
 @click.option(
     "--output",
     "-o",

@@ -217,7 +217,16 @@ async def _directory(
 ) -> pl.DataFrame:
     if settings.contacts is not None:
         contacts, pulled_at = directory.load_snapshot(settings.contacts)
-        info["contacts_snapshot"] = {"path": str(settings.contacts), "pulled_at": str(pulled_at)}
+        age = directory.snapshot_age(pulled_at)
+        info["contacts_snapshot"] = {
+            "path": str(settings.contacts),
+            "pulled_at": pulled_at.isoformat(timespec="seconds"),
+            "age_hours": round(age.age.total_seconds() / 3600, 1),
+        }
+        info["notes"].append(f"contacts read from the snapshot {settings.contacts}, {age.text}")
+        if age.warning:
+            info["notes"].append(age.warning)
+            info["warnings"] = [age.warning]
         return contacts
     async with api.client() as client:
         contacts = await directory.fetch(client, progress=progress)
@@ -356,6 +365,7 @@ def _summary(
         "finished_at": _seconds(run.finished_at or _now()) if finished else run.finished_at,
         "timings_s": seconds,
         "existing_check": info.get("existing_check"),
+        "contacts_snapshot": info.get("contacts_snapshot"),
         "notes": info.get("notes", []),
         "settings": settings,
     }

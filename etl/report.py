@@ -422,6 +422,9 @@ def summary_text(summary: dict[str, Any], paths: ReportPaths | None = None) -> s
     if calls:
         listed = ", ".join(f"{name} {n:,}" for name, n in sorted(calls.items()))
         lines += ["", f"  API calls: {listed}"]
+    notes = summary.get("notes") or []
+    if notes:
+        lines += ["", *(f"  Note: {note}" for note in notes)]
     if paths is not None:
         lines += ["", f"  Reports: {paths.directory}"]
     return "\n".join(lines)

@@ -6,10 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+from openpyxl import Workbook
+
+from etl.directory import load_snapshot, save_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "relationships.csv"
@@ -162,4 +166,69 @@ def test_without_a_terminal_nothing_is_written_unless_yes_is_given(crm, tmp_path
     result = run_cli(import_args(), crm, tmp_path)
     assert result.returncode == 2
     assert "--yes" in result.stderr
+    assert crm.state()["write_calls"] == 0
+
+
+def test_an_offline_dry_run_says_how_old_its_contacts_snapshot_is(crm, tmp_path: Path) -> None:
+    pulled = run_cli(["contacts", "pull", "-o", "snap.parquet"], crm, tmp_path)
+    assert pulled.returncode == 0, pulled.stderr
+    calls = crm.state()["calls"]
+    offline = import_args("--dry-run", "--contacts", "snap.parquet")
+
+    fresh = run_cli(offline, crm, tmp_path, key="")
+    assert fresh.returncode == 1, fresh.stderr
+    assert "Warning" not in fresh.stderr
+    assert "Note: contacts read from the snapshot snap.parquet, pulled 0 min ago" in fresh.stdout
+
+    contacts, _ = load_snapshot(tmp_path / "snap.parquet")
+    three_days_ago = datetime.now(UTC) - timedelta(days=3, minutes=1)
+    save_snapshot(contacts, tmp_path / "snap.parquet", pulled_at=three_days_ago)
+    old = run_cli(offline, crm, tmp_path, key="")
+    assert old.returncode == 1, old.stderr
+    assert "Warning: The contacts snapshot was pulled 3 days ago" in old.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["contacts_snapshot"]["age_hours"] == 72.0
+    assert any("pulled 3 days ago" in note for note in summary["notes"])
+    # Offline: no existing check, so the pairs the CRM holds show as would_create; no call made.
+    assert crm.state()["calls"] == calls
+    outcomes = report_outcomes(tmp_path / "out" / "report.csv")
+    assert {row for row, (status, _) in outcomes.items() if status == "would_create"} == {
+        row for row, (_, reason) in EXPECTED.items() if reason in (None, "already_exists")
+    }
+
+
+def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_contact(
+    crm, tmp_path: Path
+) -> None:
+    ids = contact_ids()
+    jane, john, acme = ids["Jane Doe"], ids["John Doe"], ids["ACME Ltd"]
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Person", "Related To", "Notes"])
+    sheet.append([jane, john, 42])  # text ids, a number in the note: fine
+    sheet.append([float(jane), acme, "typed as a number in Excel"])  # 15 digits kept
+    sheet.append([jane, int(acme), "a whole number cell"])  # digits intact, still a number
+    book.save(tmp_path / "ids.xlsx")
+    mapping = tmp_path / "ids.yaml"
+    mapping.write_text(
+        'contact1: {column: "Person", match: id}\n'
+        'contact2: {column: "Related To", match: auto}\n'
+        'note: "{Notes}"\n',
+        encoding="utf-8",
+    )
+    args = ["import", "ids.xlsx", "-m", str(mapping), "--report-dir", "out", "--dry-run"]
+    result = run_cli(args, crm, tmp_path)
+    assert result.returncode == 1, result.stderr
+    report = pl.read_csv(tmp_path / "out" / "report.csv", infer_schema=False)
+    rows = {int(r["row"]): r for r in report.iter_rows(named=True)}
+    assert (rows[2]["status"], rows[2]["contact_id_1"], rows[2]["Notes"]) == (
+        "would_create",
+        jane,
+        "42",
+    )
+    for row in (3, 4):
+        assert (rows[row]["status"], rows[row]["reason"]) == ("failed", "id_precision_lost")
+        assert "format the column as Text" in rows[row]["detail"]
+    assert rows[3]["contact_id_1"] is None
+    assert rows[4]["contact_id_2"] is None
     assert crm.state()["write_calls"] == 0
