@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from etl import resolve as resolve_module
 from etl.directory import contacts_frame
+from etl.mapping import parse_side, side_values
 from etl.resolve import (
     RESULT_SCHEMA,
     ContactIndex,
@@ -373,6 +374,46 @@ def test_not_found_names_suggest_up_to_three_candidates(index: ContactIndex) -> 
     assert outcome["reason"] == "contact_not_found"
     assert "Did you mean" in outcome["detail"] and cid(1) in outcome["detail"]
     assert resolve_one("Robert Browne", index)["detail"].count("(id ") <= 3
+
+
+def test_not_found_suggests_the_three_closest_of_many() -> None:
+    spellings = ["Tayler", "Taylr", "Taylore", "Taylar", "Tayloe", "Taylour"]
+    directory = contacts_frame([person(n, "Sam", last) for n, last in enumerate(spellings)])
+    outcome = resolve_one("Sam Tayloor", build_index(directory))
+    assert outcome["reason"] == "contact_not_found"
+    suggested = outcome["detail"].split("Did you mean: ")[1]
+    assert suggested.count("(id ") == 3
+    # the two that score 90.9 first (by id), then one of those scoring 90
+    assert suggested.startswith(f"Sam Taylore (id {cid(2)}); Sam Taylour (id {cid(5)}); ")
+    assert "Sam Taylr" in suggested
+
+
+def test_fuzzy_takes_a_winner_only_when_it_leads_by_the_margin() -> None:
+    clear = build_index(
+        contacts_frame([person(1, "Jonathan", "Smith"), person(2, "Jonathan", "Smyth")])
+    )
+    outcome = resolve_one("Jonathan Smitth", clear, fuzzy=85)  # 96.6 against 89.7
+    assert_resolved(outcome, 1, "fuzzy:96")
+    assert "the next candidate scored 89" in outcome["detail"]
+
+    close = build_index(
+        contacts_frame([person(1, "Jonathan", "Smith"), person(2, "Jonathan", "Smitthe")])
+    )
+    outcome = resolve_one("Jonathan Smitth", close, fuzzy=85)  # 96.6 against 96.8: no winner
+    assert outcome["contact_id"] is None
+    assert outcome["reason"] == "ambiguous_contact"
+    assert cid(1) in outcome["detail"] and cid(2) in outcome["detail"]
+
+
+def test_a_side_in_split_first_and_last_columns_resolves(index: ContactIndex) -> None:
+    rows = pl.DataFrame(
+        {"row_id": [0, 1], "First": ["José", "John"], "Last": ["Müller", "Smith"]},
+        schema_overrides={"row_id": pl.UInt32},
+    )
+    side = parse_side({"first_name": "First", "last_name": "Last"}, "contact1")
+    result = resolve_side(side_values(rows, side), index)
+    assert_resolved(result.row(0, named=True), 1, "exact")
+    assert result.row(1, named=True)["reason"] == "ambiguous_contact"
 
 
 def test_nothing_close_means_no_suggestion(index: ContactIndex) -> None:

@@ -1,16 +1,19 @@
 """Hostile workbooks through the real command line: refused with exit 2, in bounded memory.
 
 Each case runs `python -m etl import` as a subprocess and reads its peak RSS from wait4, so a
-reader that inflates a bomb shows up as memory, not as a guess. Nothing here is a timing test;
+reader that inflates a bomb shows up as memory, not as a guess. Nothing here is a timing test
+(a child still running after a minute is killed and fails the test, so a hang cannot stall CI);
 the bombs are sized so that reading one in full would blow the memory bound several times over.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from pathlib import Path
 import pytest
 
 MAX_PEAK_RSS_BYTES = 500 * 1024**2
+# Not a timing test: a bound, so a reader that chews on a bomb fails instead of stalling CI.
+DEADLINE_SECONDS = 60.0
 # Nothing listens here; the CLI must refuse the file before it would ever connect.
 NOWHERE = "http://127.0.0.1:9/v2/"
 MAPPING = 'contact1: {column: "Person", match: name}\ncontact2: {column: "Related To"}\n'
@@ -174,9 +179,25 @@ def import_measured(source: Path, folder: Path) -> Finished:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-        _, status, usage = os.wait4(child.pid, 0)
+        status, usage = wait_or_kill(child, DEADLINE_SECONDS)
         child.returncode = os.waitstatus_to_exitcode(status)
     return Finished(child.returncode, stderr_path.read_text(), usage.ru_maxrss * 1024)
+
+
+def wait_or_kill(
+    child: subprocess.Popen[bytes], seconds: float
+) -> tuple[int, resource.struct_rusage]:
+    """wait4 for the child; a child still running after `seconds` is killed and the test fails."""
+    deadline = time.monotonic() + seconds
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            child.kill()
+            os.wait4(child.pid, 0)
+            pytest.fail(f"the import still ran after {seconds:.0f} s: the file was not refused")
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=str)

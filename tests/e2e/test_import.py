@@ -123,6 +123,17 @@ def test_import_creates_exactly_the_expected_pairs_and_accounts_for_every_row(
     assert summary["blank_rows"] == 1
     assert summary["created"] == len(expected_created_pairs())
     assert "ambiguous_contact" in result.stdout
+    # How each side matched, and to whom, for a reviewer to scan.
+    report = pl.read_csv(tmp_path / "out" / "report.csv", infer_schema=False)
+    matched = {
+        int(r["row"]): (r["match_1"], r["name_1"], r["match_2"], r["name_2"])
+        for r in report.iter_rows(named=True)
+    }
+    assert matched[9] == ("email", "Wei Chen", "exact", "Initech LLC")
+    assert matched[10] == ("normalised", "Wei Chen", "normalised", "Globex Corporation")
+    assert matched[11] == ("id", "Liam O'Connor", "exact", "Sophie Martin")
+    assert matched[19] == ("normalised", "José Müller", "exact", "Maria Garcia")
+    assert matched[8] == (None, None, "exact", "Jane Doe")
 
 
 def test_importing_the_same_file_twice_creates_nothing_the_second_time(crm, tmp_path: Path) -> None:
