@@ -59,7 +59,11 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Plan and report everything; write nothing.")
 @click.option("--sheet", help=SHEET_HELP)
 @click.option(
-    "--header-row", type=click.IntRange(min=1), default=1, show_default=True, help="Header row."
+    "--header-row",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The row holding the column names (1 = the first row of the file or sheet).",
 )
 @click.option(
     "--contacts",
@@ -248,8 +252,15 @@ def runs(state_db: Path) -> None:
     Example:
         lacrm-etl runs
     """
+    if not state_db.is_file():
+        click.echo(
+            f"No runs yet: there is no ledger at {state_db} (`lacrm-etl import` starts one)."
+        )
+        return
     with user_errors():
         listed = Ledger(state_db).runs()
+    if not listed:
+        click.echo(f"No runs yet in {state_db}.")
     for run in listed:
         click.echo(pipeline.run_line(run))
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from etl.cli import cli
@@ -7,3 +9,11 @@ def test_help_lists_the_commands_and_an_example() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output
+
+
+def test_runs_without_a_ledger_says_so_and_creates_none(tmp_path: Path) -> None:
+    state_db = tmp_path / ".lacrm-etl" / "state.sqlite"
+    result = CliRunner().invoke(cli, ["runs", "--state-db", str(state_db)])
+    assert result.exit_code == 0
+    assert result.output.startswith("No runs yet")
+    assert not state_db.parent.exists()
