@@ -58,6 +58,10 @@ SUMMARY_SHEET = "Summary"
 FAILED_ERROR = "error"
 SECONDS_FORMAT = "0.000"
 LEFT = Alignment(horizontal="left")
+RIGHT = Alignment(horizontal="right")
+# Column C's text, one step in: a count in B ends where C begins ("10created" otherwise).
+INDENTED = Alignment(horizontal="left", indent=1)
+WRAPPED_COLUMNS = ("detail",)  # reasons in full: up to a few hundred characters
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +212,7 @@ def write_workbook(
                 id_columns=ID_COLUMNS,
                 colour=STATUS_COLOURS[status],
                 value_colours=("status", {status: STATUS_COLOURS[status]}),
+                wrap_columns=WRAPPED_COLUMNS,
                 max_rows=max_rows,
                 bar=bar,
             )
@@ -222,6 +227,8 @@ def _summary_sheet(
     sheet.column_dimensions["B"].width = 12
     sheet.column_dimensions["C"].width = 20
     spreadsheet.fit_to_page_width(sheet)
+    # Three columns and a chart: upright, the whole summary prints on one page.
+    sheet.page_setup.orientation = "portrait"
     writer = _SummaryWriter(sheet)
     title = "Dry run: nothing was written" if summary.get("dry_run") else "Import"
     writer.title(f"{title} \u2014 run {summary.get('run_id', '')}")
@@ -242,8 +249,12 @@ def _summary_sheet(
         number_format=SECONDS_FORMAT,
     )
     writer.pairs("API calls", list((summary.get("api_calls") or {}).items()), total=True)
-    writer.pairs("Existing-pairs check", _existing_lines(summary.get("existing_check")))
-    writer.pairs("Settings", [(k, _setting(v)) for k, v in (summary.get("settings") or {}).items()])
+    writer.pairs("Existing-pairs check", _existing_lines(summary.get("existing_check")), left=True)
+    writer.pairs(
+        "Settings",
+        [(k, _setting(v)) for k, v in (summary.get("settings") or {}).items()],
+        left=True,
+    )
     writer.pairs("Notes", [(note, None) for note in summary.get("notes") or []])
     sheet.add_chart(_status_chart(sheet, status_rows), "E3")
 
@@ -298,8 +309,15 @@ class _SummaryWriter:
         bold: bool = False,
         colour: str | None = None,
         number_format: str | None = None,
+        left: bool = False,
     ) -> int:
+        """One row; text left-aligned (column C's indented), numbers right unless `left`."""
         cells = [self._cell(value, bold, colour, number_format) for value in values]
+        for column, cell in enumerate(cells):
+            if column == 2 and isinstance(cell.value, str):
+                cell.alignment = INDENTED
+            elif left:
+                cell.alignment = LEFT
         self.sheet.append(cells)
         self.row += 1
         return self.row
@@ -317,7 +335,7 @@ class _SummaryWriter:
         self, summary: dict[str, Any], sheets: dict[str, list[str]]
     ) -> list[tuple[str, int]]:
         """Rows by status (the chart's data); returns each status shown with its sheet row."""
-        self.append(["Status", "Rows", "Sheet"], bold=True)
+        self._heading(["Status", "Rows", "Sheet"])
         shown = []
         for status in _statuses_shown(summary):
             where = ", ".join(sheets.get(status, [])) or "(none)"
@@ -334,7 +352,7 @@ class _SummaryWriter:
         reasons = summary.get("reasons") or {}
         if not reasons:
             return
-        self.append(["Reason", "Rows", "Status"], bold=True)
+        self._heading(["Reason", "Rows", "Status"])
         for key, count in reasons.items():
             status, reason = key.split("/", 1)
             self.append([reason, count, status], colour=STATUS_COLOURS.get(status))
@@ -347,15 +365,25 @@ class _SummaryWriter:
         *,
         total: bool = False,
         number_format: str | None = None,
+        left: bool = False,
     ) -> None:
+        """A heading, then label and value rows; `left` for values mixing text and numbers."""
         if not lines:
             return
         self.append([heading], bold=True)
         for label, value in lines:
-            self.append([label, value], number_format=number_format)
+            self.append([label, value], number_format=number_format, left=left)
         if total:
             self.append(["total", sum(int(value) for _label, value in lines)], bold=True)
         self.blank()
+
+    def _heading(self, names: list[str]) -> None:
+        """A table's header row: the count column's name over its right-aligned numbers."""
+        cells = [self._cell(name, True, None, None) for name in names]
+        cells[1].alignment = RIGHT
+        cells[2].alignment = INDENTED
+        self.sheet.append(cells)
+        self.row += 1
 
     def _cell(self, value: Any, bold: bool, colour: str | None, number_format: str | None) -> Any:
         cell = WriteOnlyCell(self.sheet, value=neutralise_text(value))
@@ -385,6 +413,9 @@ def _status_chart(sheet: WriteOnlyWorksheet, rows: list[tuple[str, int]]) -> Bar
     chart.x_axis.delete = False
     chart.y_axis.delete = False
     chart.x_axis.scaling.orientation = "maxMin"  # the first status on top, as in the table
+    chart.y_axis.crosses = "max"  # ... which would carry the row scale to the top: keep it below
+    chart.y_axis.title = "rows"
+    chart.y_axis.majorGridlines = None  # each bar is labelled with its count
     chart.height, chart.width = 7.5, 14
     first, last = rows[0][1], rows[-1][1]
     chart.add_data(Reference(sheet, min_col=2, min_row=first, max_row=last), titles_from_data=False)

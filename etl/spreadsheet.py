@@ -8,6 +8,7 @@ object per cell, gigabytes at that size). Ids are text cells formatted "@", neve
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from copy import copy
 from typing import Any
@@ -30,8 +31,14 @@ FILTER_BUTTON_WIDTH = 3
 _FORMULA_START = "^[" + "".join(FORMULA_TRIGGERS).replace("-", r"\-") + "]"
 # Control characters XML 1.0 cannot hold; openpyxl refuses them.
 _ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-HEADER_FONT = Font(bold=True)
-TITLE_FONT = Font(bold=True, size=14)
+# The body's font named outright: a bold Font() with no name shows in a serif fallback.
+BODY_FONT_NAME = "Calibri"
+HEADER_FONT = Font(name=BODY_FONT_NAME, size=11, bold=True)
+TITLE_FONT = Font(name=BODY_FONT_NAME, size=14, bold=True)
+WRAP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
+PROSE_PER_DIGIT = 1.1
+LINE_HEIGHT, MAX_ROW_HEIGHT = 15.0, 409.0  # points: Calibri 11's row, Excel's tallest
 
 
 def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
@@ -85,6 +92,7 @@ def write_table(
     id_columns: Sequence[str] = (),
     colour: str | None = None,
     value_colours: tuple[str, dict[str, str]] | None = None,
+    wrap_columns: Sequence[str] = (),
     max_rows: int = EXCEL_MAX_DATA_ROWS,
     bar: tqdm[Any] | None = None,
 ) -> list[str]:
@@ -92,6 +100,7 @@ def write_table(
 
     Header frozen and filtered, widths fitted to the content, ids as text, `colour` on the
     header and the tab; `value_colours` = (column, {value: colour}) fills matching cells.
+    A value in `wrap_columns` wider than its column wraps onto more lines (the row grows).
     Returns the sheet titles.
     """
     safe = excel_safe(frame)
@@ -104,8 +113,16 @@ def write_table(
         if value_colours is not None:
             _colour_values(sheet, part, *value_colours)
         sheet.append(_header(sheet, part.columns, colour))
-        for row in _rows(sheet, part, id_columns):
+        limits = _wrap_limits(part, widths, wrap_columns)
+        for number_on_sheet, row in enumerate(_rows(sheet, part, id_columns), start=2):
+            lines = _wrap(sheet, row, limits)
+            if lines > 1:
+                # Set before the row streams out, dropped after: no object kept per row.
+                height = min(MAX_ROW_HEIGHT, lines * LINE_HEIGHT)
+                sheet.row_dimensions[number_on_sheet].height = height
             sheet.append(row)
+            if lines > 1:
+                del sheet.row_dimensions[number_on_sheet]
             if bar is not None:
                 bar.update(1)
     return titles
@@ -175,6 +192,44 @@ def _header(sheet: WriteOnlyWorksheet, columns: list[str], colour: str | None) -
             cell.fill = fill(colour)
         cells.append(cell)
     return cells
+
+
+def _wrap_limits(
+    frame: pl.DataFrame, widths: list[float], wrap_columns: Sequence[str]
+) -> dict[int, int]:
+    """Column position -> characters a line, for the columns that wrap.
+
+    A width counts digits; prose runs narrower (about 1.2 characters to a digit in Calibri), so
+    1.1 a digit errs towards a spare line rather than a hidden one.
+    """
+    return {
+        position: int(widths[position] * PROSE_PER_DIGIT)
+        for position, name in enumerate(frame.columns)
+        if name in wrap_columns
+    }
+
+
+def _wrap(sheet: WriteOnlyWorksheet, row: list[Any], limits: dict[int, int]) -> int:
+    """The lines `row` needs. Past one, its long text wraps and every cell sits at the top.
+
+    Only such rows get styled cells, so a sheet of short rows costs nothing more. The row's
+    height is set by the caller: LibreOffice, for one, does not refit rows when it opens a file.
+    """
+    lines = 1
+    for position, limit in limits.items():
+        value = row[position]
+        if isinstance(value, str) and len(value) > limit:
+            wrapped = sum(len(textwrap.wrap(line, limit)) or 1 for line in value.splitlines())
+            lines = max(lines, wrapped)
+    if lines == 1:
+        return 1
+    for position, value in enumerate(row):
+        if value is None:
+            continue
+        cell = value if isinstance(value, Cell) else WriteOnlyCell(sheet, value=value)
+        cell.alignment = WRAP if position in limits else TOP
+        row[position] = cell
+    return lines
 
 
 def _rows(

@@ -178,6 +178,19 @@ def test_control_characters_and_huge_cells_do_not_break_the_workbook(tmp_path) -
     assert values == ["note", "a\ufffdb\ufffdc", "x" * 32_767, "'-1"]
 
 
+def test_long_text_in_a_wrapping_column_wraps_in_a_taller_row(tmp_path) -> None:
+    frame = pl.DataFrame({"id": [ID, ID], "detail": ["short", "word " * 60]})
+    workbook = new_workbook()
+    write_table(workbook, "t", frame, id_columns=["id"], wrap_columns=["detail"])
+    workbook.save(tmp_path / "t.xlsx")
+    sheet = load_workbook(tmp_path / "t.xlsx")["t"]
+    assert not sheet["B2"].alignment.wrap_text and sheet.row_dimensions[2].height is None
+    assert sheet["B3"].alignment.wrap_text and sheet["B3"].value == "word " * 60
+    assert sheet.row_dimensions[3].height > 15
+    assert sheet["A3"].alignment.vertical == "top"
+    assert (sheet["A3"].data_type, sheet["A3"].number_format) == ("s", "@")
+
+
 def test_a_failed_csv_imported_again_gets_a_fresh_error_column() -> None:
     inputs = rows().with_columns(error=pl.lit("stale: from the last run"))
     report = report_frame(plan(), inputs, ["Person", "error"])
