@@ -857,18 +857,21 @@ def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
 
 
 def columns_needing_fold(frame: pl.DataFrame, cells: list[str]) -> set[str]:
-    """Columns holding a character to fold; found cheaply, as folding costs a full copy."""
+    """Columns holding a character to fold; found cheaply, as folding costs a full copy.
+
+    Only cells with a non-ASCII character can hold one, so the pattern runs on those alone.
+    """
     if not cells:
         return set()
-    non_ascii = frame.select(
-        (pl.col(name).str.len_bytes() != pl.col(name).str.len_chars()).any() for name in cells
-    ).row(0)
-    candidates = [name for name, flag in zip(cells, non_ascii, strict=True) if flag]
-    if not candidates:
-        return set()
     pattern = "[" + "".join(_SPACE_FOLDS) + "]"
-    found = frame.select(pl.col(name).str.contains(pattern).any() for name in candidates).row(0)
-    return {name for name, flag in zip(candidates, found, strict=True) if flag}
+
+    def holds_fold(name: str) -> pl.Expr:
+        text = pl.col(name)
+        non_ascii = text.str.len_bytes() != text.str.len_chars()
+        return text.filter(non_ascii).str.contains(pattern).any()
+
+    found = frame.select(holds_fold(name) for name in cells).row(0)
+    return {name for name, flag in zip(cells, found, strict=True) if flag}
 
 
 def clean_text(name: str, fold: bool) -> pl.Expr:
