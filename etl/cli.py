@@ -25,7 +25,6 @@ from etl.ledger import Ledger
 from etl.plan import TO_CREATE
 from etl.progress import configure_logging, show_bars
 from etl.sandbox.cli import sandbox
-from etl.write import rollback_preview
 
 SHEET_HELP = "Workbook sheet, by name or number (1 = the first) [default: the first holding data]."
 
@@ -286,11 +285,8 @@ def rollback(
     configure_logging(verbose)
     ledger = Ledger(state_db)
     with user_errors(run_id):
-        preview = rollback_preview(ledger, run_id)
         if not yes:
-            click.echo(f"Run {run_id}: rollback would delete {preview.height:,} relationships")
-            click.echo(preview.head(20))
-            click.echo("Add --yes to delete them.")
+            click.echo(pipeline.rollback_preview_text(ledger, run_id))
             return
         stats = asyncio.run(pipeline.rollback_run(run_id, api, ledger, progress=show_bars(quiet)))
     click.echo(

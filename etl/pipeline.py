@@ -441,6 +441,34 @@ def run_line(run: RunInfo) -> str:
     return f"{run.run_id}  {run.state:<11} {kind:<7}  {counts or 'no rows'}  [{sources}]"
 
 
+ROLLBACK_SHOWN = 20
+
+
+def rollback_preview_text(ledger: Ledger, run_id: str) -> str:
+    """What `rollback` without --yes prints: the relationships it would delete, as rows a
+    person can find in their spreadsheet."""
+    preview = write.rollback_preview(ledger, run_id)
+    if preview.is_empty():
+        return f"Run {run_id}: nothing to roll back (it created nothing, or it is rolled back)."
+    where = ledger.plan(run_id).select("row_id", "source", "row", "name_1", "name_2")
+    shown = preview.head(ROLLBACK_SHOWN).join(where, on="row_id", how="left")
+    lines = [f"Run {run_id}: rollback would delete {preview.height:,} relationships it created:"]
+    for item in shown.iter_rows(named=True):
+        which = (
+            f"RelationshipId {item['relationship_id']}"
+            if item["state"] == "created"
+            else "sent, outcome unknown: read back first, deleted only if it exists"
+        )
+        pair = (
+            f"{item['name_1'] or item['contact_id_1']} and {item['name_2'] or item['contact_id_2']}"
+        )
+        lines.append(f"  row {item['row']} of {Path(item['source']).name}: {pair} ({which})")
+    if preview.height > ROLLBACK_SHOWN:
+        lines.append(f"  ... and {preview.height - ROLLBACK_SHOWN:,} more")
+    lines.append("Nothing was deleted: add --yes to delete them.")
+    return "\n".join(lines)
+
+
 def check_unchanged(ledger: Ledger, run_id: str) -> None:
     """Refuse to resume a run whose input files changed (or vanished) since it was planned.
 

@@ -14,6 +14,7 @@ import pytest
 from openpyxl import Workbook
 
 from etl.directory import load_snapshot, save_snapshot
+from etl.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "relationships.csv"
@@ -243,3 +244,29 @@ def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_
     assert rows[3]["contact_id_1"] is None
     assert rows[4]["contact_id_2"] is None
     assert crm.state()["write_calls"] == 0
+
+
+def test_rollback_shows_then_deletes_exactly_what_the_import_created(crm, tmp_path: Path) -> None:
+    seeded = set(crm_pairs(crm))
+    assert run_cli(import_args("--yes", "--rate", "20"), crm, tmp_path).returncode == 1
+    with Ledger(tmp_path / ".lacrm-etl" / "state.sqlite") as ledger:
+        (run,) = ledger.runs()
+    imported = set(crm_pairs(crm))
+    assert imported == seeded | expected_created_pairs()
+
+    preview = run_cli(["rollback", run.run_id], crm, tmp_path)
+    assert preview.returncode == 0, preview.stderr
+    assert f"rollback would delete {len(expected_created_pairs())} relationships" in preview.stdout
+    assert "row 2 of relationships.csv: Jane Doe and John Doe (RelationshipId " in preview.stdout
+    assert "Nothing was deleted" in preview.stdout
+    assert set(crm_pairs(crm)) == imported
+
+    done = run_cli(["rollback", run.run_id, "--yes", "--rate", "20"], crm, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"deleted {len(expected_created_pairs())}, already gone 0, failed 0" in done.stdout
+    assert set(crm_pairs(crm)) == seeded  # what existed before the import is untouched
+
+    again = run_cli(["rollback", run.run_id, "--yes"], crm, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "deleted 0" in again.stdout
+    assert set(crm_pairs(crm)) == seeded
