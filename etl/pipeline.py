@@ -493,10 +493,6 @@ class InputsChanged(Exception):
         super().__init__(run_id, changed, missing)
         self.run_id, self.changed, self.missing = run_id, changed, missing or []
 
-    @property
-    def paths(self) -> list[str]:
-        return [*self.changed, *self.missing]
-
     def __str__(self) -> str:
         what = []
         if self.changed:
