@@ -206,7 +206,7 @@ def resume(
     progress = show_bars(quiet)
     ledger = Ledger(state_db)
     session = Session()
-    with user_errors(run_id):
+    with user_errors(run_id), ledger.holding(run_id):
         pipeline.check_unchanged(ledger, run_id)
         plan = ledger.plan(run_id)
         _confirm(run_id, plan, yes)

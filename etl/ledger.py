@@ -103,6 +103,10 @@ class LedgerError(Exception):
     """A ledger problem a person can act on (unknown run, a secret in the settings...)."""
 
 
+class RunBusy(LedgerError):
+    """Another process is writing or rolling back the run: two writers could create a pair twice."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -151,6 +155,7 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._held: set[str] = set()
         self._migrate()
 
     def __enter__(self) -> Ledger:
@@ -164,6 +169,38 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
+
+    @contextmanager
+    def holding(self, run_id: str) -> Iterator[None]:
+        """Only this process writes or rolls back `run_id` inside; another one gets RunBusy.
+
+        The hold is an exclusive lock on a small SQLite file beside the ledger. The operating
+        system drops it when the process ends, however it ends (SIGKILL included), so a crashed
+        run is never left held. Lock files stay: removing one could let two processes each lock
+        a file of the same name. Holding a run this ledger already holds is a no-op.
+        """
+        if run_id in self._held:
+            yield
+            return
+        self.run(run_id)  # an unknown run says so before anything is locked
+        folder = self.path.with_name(f"{self.path.stem}-locks")
+        folder.mkdir(exist_ok=True)
+        holder = sqlite3.connect(folder / f"{run_id}.lock", timeout=0, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError:
+            holder.close()
+            raise RunBusy(
+                f"run {run_id} is being written or rolled back by another lacrm-etl process; "
+                "let it finish (or stop it), then run this again"
+            ) from None
+        self._held.add(run_id)
+        try:
+            yield
+        finally:
+            self._held.discard(run_id)
+            holder.execute("ROLLBACK")
+            holder.close()
 
     # -- runs -------------------------------------------------------------------------------
 

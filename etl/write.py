@@ -87,8 +87,16 @@ async def execute(
     """Create every unfinished create of the run exactly once; the run ends `finished`.
 
     Raises AuthError, Unreachable, RateLimited or TransientError (the CRM kept failing): the run
-    is left `aborted`, and calling `execute` again resumes it.
+    is left `aborted`, and calling `execute` again resumes it. Raises RunBusy, touching nothing,
+    while another process writes or rolls back the same run.
     """
+    with ledger.holding(run_id):
+        return await _execute(client, ledger, run_id, progress=progress)
+
+
+async def _execute(
+    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool
+) -> WriteStats:
     info = ledger.run(run_id)
     if info.state == "rolled_back":
         raise WriteError(f"run {run_id} was rolled back; import the file again for a new run")
@@ -143,6 +151,13 @@ async def rollback(
     Creates left `sending` are read back first (never sent again). Run it again after any
     failure: it continues where it stopped. The run ends `rolled_back` once nothing is left.
     """
+    with ledger.holding(run_id):
+        return await _rollback(client, ledger, run_id, progress=progress)
+
+
+async def _rollback(
+    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool
+) -> RollbackStats:
     info = ledger.run(run_id)
     started = time.perf_counter()
     stats = RollbackStats()

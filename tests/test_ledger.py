@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from etl.ledger import DEFAULT_LEDGER_PATH, OUTCOME_SCHEMA, Ledger, LedgerError
+from etl.ledger import DEFAULT_LEDGER_PATH, OUTCOME_SCHEMA, Ledger, LedgerError, RunBusy
 
 A, B, C, D = ("1" * 30 + "1", "1" * 30 + "2", "2" * 31, "9" * 31)
 
@@ -294,3 +294,44 @@ def test_a_batch_of_changes_commits_together_or_not_at_all(tmp_path: Path) -> No
     assert states == ["sending", "sending"]
     assert counts["created"] == 1 and counts["failed"] == 1
     assert synchronous == 2  # FULL again after a batch that needed no fsync
+
+
+HOLDER = """
+import sys, time
+from etl.ledger import Ledger
+with Ledger(sys.argv[1]) as ledger, ledger.holding(sys.argv[2]):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_process_at_a_time_holds_a_run_and_a_killed_holder_lets_go(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with Ledger(path) as ledger:
+        run_id, other = new_run(ledger), new_run(ledger)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), run_id],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "holding\n"
+        with Ledger(path) as ledger:
+            with (
+                pytest.raises(RunBusy, match=f"run {run_id} is being written"),
+                ledger.holding(run_id),
+            ):
+                pytest.fail("two processes held one run")
+            with ledger.holding(other):  # other runs are free
+                pass
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        with Ledger(path) as ledger, ledger.holding(run_id):  # the kill released it
+            second = Ledger(path)  # and a hold is exclusive within one process too
+            with pytest.raises(RunBusy), second.holding(run_id):
+                pytest.fail("two ledgers of one process held one run")
+            second.close()
+    finally:
+        child.kill()
+        child.wait(timeout=10)

@@ -1,18 +1,26 @@
 """`lacrm-etl resume` through the real CLI: from another working folder, after the input
-changed, and while another process writes the same run."""
+changed, and while another process writes the same run (refused: two writers of one run could
+create a pair twice)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from etl.ledger import Ledger
 from etl.sandbox.testing import RunningSandbox
 from tests.e2e.conftest import StartSandbox
 from tests.e2e.workload import (
+    CLI_TIMEOUT_SECONDS,
     FAST,
     assert_exact_end_state,
+    calls_of,
+    cli_command,
+    env_for,
+    import_args,
     make_groups,
+    resume_args,
     run_cli,
     seed,
     write_files,
@@ -78,3 +86,43 @@ def test_resume_after_the_input_changed_is_a_one_line_user_error(
     assert "lacrm-etl import" in lines[0]
     assert crm.state()["relationships"] == relationships
     assert crm.state()["calls"].get("CreateRelationship", 0) == 0
+
+
+def test_a_second_process_cannot_write_a_run_while_the_first_writes_it(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = make_groups(3, people=30)[2]
+    crm = start_sandbox(seed=seed([group]), latency=0.25)  # slow enough to overlap
+    source, mapping = write_files(group, tmp_path)
+    slow = [*import_args(source, mapping), "--concurrency", "2"]
+    first = subprocess.Popen(
+        cli_command(*slow),
+        cwd=tmp_path,
+        env=env_for(crm),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+        while calls_of(crm, "CreateRelationship") == 0 and time.monotonic() < deadline:
+            assert first.poll() is None, "the import ended before it wrote"
+            time.sleep(0.01)
+        with Ledger(tmp_path / "state.sqlite") as ledger:
+            (run,) = ledger.runs()
+
+        for second in (
+            run_cli(crm, tmp_path, *resume_args(run.run_id)),
+            run_cli(crm, tmp_path, "rollback", run.run_id, "--yes", "--state-db", "state.sqlite"),
+        ):
+            assert second.returncode == 2, second.stderr
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1, second.stderr
+            assert "is being written or rolled back by another lacrm-etl process" in lines[0]
+
+        assert first.wait(CLI_TIMEOUT_SECONDS) == 0, first.stderr.read() if first.stderr else ""
+    finally:
+        first.kill()
+        first.wait()
+    assert_exact_end_state(crm, group, tmp_path / "out")
