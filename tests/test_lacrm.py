@@ -387,3 +387,11 @@ def test_a_late_caller_catches_up_on_a_few_missed_slots_only() -> None:
     waits = [limiter.reserve() for _ in range(8)]
     assert waits[:5] == [0.0] * 5
     assert waits[5:] == pytest.approx([0.01, 0.02, 0.03])
+
+
+def test_retries_back_off_exponentially_with_jitter_up_to_a_ceiling() -> None:
+    client = client_for(lambda request: httpx.Response(200, json={}), backoff_base=0.5)
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (8, 30.0), (20, 30.0)]:
+        waits = [client._backoff(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits), attempt
+        assert len(set(waits)) > 150, "no jitter: clients retrying together stay together"
