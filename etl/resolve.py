@@ -220,7 +220,6 @@ class ContactIndex:
     emails: pl.DataFrame  # key, is_company, contact_id
     exact: pl.DataFrame  # key, is_company, contact_id
     normalised: pl.DataFrame  # key, is_company, contact_id
-    names: pl.DataFrame  # is_company, text (sorted tokens), contact_id, broad, narrow_a, narrow_b
     email_tally: tuple[pl.DataFrame, pl.DataFrame]  # people's, then companies'
     exact_tally: tuple[pl.DataFrame, pl.DataFrame]
     normalised_tally: tuple[pl.DataFrame, pl.DataFrame]
@@ -229,6 +228,19 @@ class ContactIndex:
     memory: dict[float | None, pl.DataFrame] = field(
         init=False, default_factory=dict, repr=False, compare=False
     )
+
+    @cached_property
+    def names(self) -> pl.DataFrame:
+        """is_company, text (sorted tokens), contact_id, broad, narrow_a, narrow_b.
+
+        Only fuzzy matching and did-you-mean need it: built on first use, so a file whose
+        every name matches exactly or normalised never pays for it.
+        """
+        return (
+            self.normalised.select("is_company", "contact_id", text=_sorted_tokens(pl.col.key))
+            .unique()
+            .with_columns(**_block_keys(pl.col.text))
+        )
 
     @cached_property
     def broad_choices(self) -> Choices:
@@ -317,17 +329,11 @@ def build_index(directory: pl.DataFrame) -> ContactIndex:
     emails = _email_keys(directory)
     exact = _keys(_name_variants(directory, with_suffix=True), exact_key(pl.col.text))
     normalised = _normalised_keys(directory)
-    names = (
-        normalised.select("is_company", "contact_id", text=_sorted_tokens(pl.col.key))
-        .unique()
-        .with_columns(**_block_keys(pl.col.text))
-    )
     return ContactIndex(
         contacts=contacts,
         emails=emails,
         exact=exact,
         normalised=normalised,
-        names=names,
         email_tally=_tallies(emails, contacts),
         exact_tally=_tallies(exact, contacts),
         normalised_tally=_tallies(normalised, contacts),
