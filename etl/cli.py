@@ -206,6 +206,7 @@ def resume(
     progress = show_bars(quiet)
     ledger = Ledger(state_db)
     session = Session()
+    # Held before the plan is shown, so a run another process writes is refused up front.
     with user_errors(run_id), ledger.holding(run_id):
         pipeline.check_unchanged(ledger, run_id)
         plan = ledger.plan(run_id)

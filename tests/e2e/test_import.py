@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from openpyxl import Workbook
 
 from etl.directory import load_snapshot, save_snapshot
 from etl.ledger import Ledger
+from tests.e2e.workload import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "relationships.csv"
@@ -70,25 +68,6 @@ def expected_created_pairs() -> set[frozenset[str]]:
     return {frozenset((ids[a], ids[b])) for a, b in named}
 
 
-def run_cli(
-    args: list[str], sandbox, cwd: Path, key: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "LACRM_API_URL": sandbox.url,
-        "LACRM_API_KEY": key if key is not None else sandbox.api_key,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def import_args(*extra: str) -> list[str]:
     return ["import", str(SAMPLE), "--mapping", str(MAPPING), "--report-dir", "out", *extra]
 
@@ -111,7 +90,7 @@ def test_import_creates_exactly_the_expected_pairs_and_accounts_for_every_row(
     crm, tmp_path: Path
 ) -> None:
     seeded = set(crm_pairs(crm))
-    result = run_cli(import_args("--yes"), crm, tmp_path)
+    result = run_cli(crm, tmp_path, *import_args("--yes"))
     assert result.returncode == 1, result.stderr  # some rows failed, by design of the sample
     assert report_outcomes(tmp_path / "out" / "report.csv") == EXPECTED
     pairs = crm_pairs(crm)
@@ -138,10 +117,10 @@ def test_import_creates_exactly_the_expected_pairs_and_accounts_for_every_row(
 
 
 def test_importing_the_same_file_twice_creates_nothing_the_second_time(crm, tmp_path: Path) -> None:
-    first = run_cli(import_args("--yes"), crm, tmp_path)
+    first = run_cli(crm, tmp_path, *import_args("--yes"))
     assert first.returncode == 1, first.stderr
     writes_after_first = crm.state()["write_calls"]
-    second = run_cli(import_args("--yes"), crm, tmp_path)
+    second = run_cli(crm, tmp_path, *import_args("--yes"))
     assert second.returncode == 1, second.stderr
     assert crm.state()["write_calls"] == writes_after_first
     outcomes = report_outcomes(tmp_path / "out" / "report.csv")
@@ -152,7 +131,7 @@ def test_importing_the_same_file_twice_creates_nothing_the_second_time(crm, tmp_
 
 
 def test_a_dry_run_writes_nothing_and_says_what_it_would_create(crm, tmp_path: Path) -> None:
-    result = run_cli(import_args("--dry-run"), crm, tmp_path)
+    result = run_cli(crm, tmp_path, *import_args("--dry-run"))
     assert result.returncode == 1, result.stderr
     assert crm.state()["write_calls"] == 0
     outcomes = report_outcomes(tmp_path / "out" / "report.csv")
@@ -165,7 +144,7 @@ def test_a_dry_run_writes_nothing_and_says_what_it_would_create(crm, tmp_path: P
 
 def test_a_wrong_api_key_aborts_with_exit_3_and_never_shows_the_key(crm, tmp_path: Path) -> None:
     wrong = "wrong-key-7f3a9c1e5b"
-    result = run_cli(import_args("--yes"), crm, tmp_path, key=wrong)
+    result = run_cli(crm, tmp_path, *import_args("--yes"), key=wrong)
     assert result.returncode == 3
     assert crm.state()["write_calls"] == 0
     lines = result.stderr.strip().splitlines()
@@ -175,19 +154,19 @@ def test_a_wrong_api_key_aborts_with_exit_3_and_never_shows_the_key(crm, tmp_pat
 
 
 def test_without_a_terminal_nothing_is_written_unless_yes_is_given(crm, tmp_path: Path) -> None:
-    result = run_cli(import_args(), crm, tmp_path)
+    result = run_cli(crm, tmp_path, *import_args())
     assert result.returncode == 2
     assert "--yes" in result.stderr
     assert crm.state()["write_calls"] == 0
 
 
 def test_an_offline_dry_run_says_how_old_its_contacts_snapshot_is(crm, tmp_path: Path) -> None:
-    pulled = run_cli(["contacts", "pull", "-o", "snap.parquet"], crm, tmp_path)
+    pulled = run_cli(crm, tmp_path, "contacts", "pull", "-o", "snap.parquet")
     assert pulled.returncode == 0, pulled.stderr
     calls = crm.state()["calls"]
     offline = import_args("--dry-run", "--contacts", "snap.parquet")
 
-    fresh = run_cli(offline, crm, tmp_path, key="")
+    fresh = run_cli(crm, tmp_path, *offline, key="")
     assert fresh.returncode == 1, fresh.stderr
     assert "Warning" not in fresh.stderr
     assert "Note: contacts read from the snapshot snap.parquet, pulled 0 min ago" in fresh.stdout
@@ -195,7 +174,7 @@ def test_an_offline_dry_run_says_how_old_its_contacts_snapshot_is(crm, tmp_path:
     contacts, _ = load_snapshot(tmp_path / "snap.parquet")
     three_days_ago = datetime.now(UTC) - timedelta(days=3, minutes=1)
     save_snapshot(contacts, tmp_path / "snap.parquet", pulled_at=three_days_ago)
-    old = run_cli(offline, crm, tmp_path, key="")
+    old = run_cli(crm, tmp_path, *offline, key="")
     assert old.returncode == 1, old.stderr
     assert "Warning: The contacts snapshot was pulled 3 days ago" in old.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -229,7 +208,7 @@ def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_
         encoding="utf-8",
     )
     args = ["import", "ids.xlsx", "-m", str(mapping), "--report-dir", "out", "--dry-run"]
-    result = run_cli(args, crm, tmp_path)
+    result = run_cli(crm, tmp_path, *args)
     assert result.returncode == 1, result.stderr
     report = pl.read_csv(tmp_path / "out" / "report.csv", infer_schema=False)
     rows = {int(r["row"]): r for r in report.iter_rows(named=True)}
@@ -248,25 +227,25 @@ def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_
 
 def test_rollback_shows_then_deletes_exactly_what_the_import_created(crm, tmp_path: Path) -> None:
     seeded = set(crm_pairs(crm))
-    assert run_cli(import_args("--yes", "--rate", "20"), crm, tmp_path).returncode == 1
+    assert run_cli(crm, tmp_path, *import_args("--yes", "--rate", "20")).returncode == 1
     with Ledger(tmp_path / ".lacrm-etl" / "state.sqlite") as ledger:
         (run,) = ledger.runs()
     imported = set(crm_pairs(crm))
     assert imported == seeded | expected_created_pairs()
 
-    preview = run_cli(["rollback", run.run_id], crm, tmp_path)
+    preview = run_cli(crm, tmp_path, "rollback", run.run_id)
     assert preview.returncode == 0, preview.stderr
     assert f"rollback would delete {len(expected_created_pairs())} relationships" in preview.stdout
     assert "row 2 of relationships.csv: Jane Doe and John Doe (RelationshipId " in preview.stdout
     assert "Nothing was deleted" in preview.stdout
     assert set(crm_pairs(crm)) == imported
 
-    done = run_cli(["rollback", run.run_id, "--yes", "--rate", "20"], crm, tmp_path)
+    done = run_cli(crm, tmp_path, "rollback", run.run_id, "--yes", "--rate", "20")
     assert done.returncode == 0, done.stderr
     assert f"deleted {len(expected_created_pairs())}, already gone 0, failed 0" in done.stdout
     assert set(crm_pairs(crm)) == seeded  # what existed before the import is untouched
 
-    again = run_cli(["rollback", run.run_id, "--yes"], crm, tmp_path)
+    again = run_cli(crm, tmp_path, "rollback", run.run_id, "--yes")
     assert again.returncode == 0, again.stderr
     assert "deleted 0" in again.stdout
     assert set(crm_pairs(crm)) == seeded

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 from openpyxl import load_workbook
+
+from tests.e2e.workload import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "relationships.csv"
@@ -26,22 +26,9 @@ STATUSES = ("created", "would_create", "skipped", "failed")
 HYPERLINK = '=HYPERLINK("http://x","y")'
 
 
-def run_cli(args: list[str], crm: Any, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LACRM_API_URL": crm.url, "LACRM_API_KEY": crm.api_key}
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def import_sample(crm: Any, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["import", str(SAMPLE), "-m", str(MAPPING), "--report-dir", "out", "--yes", *extra]
-    return run_cli(args, crm, cwd)
+    return run_cli(crm, cwd, *args)
 
 
 def read_csv(path: Path) -> pl.DataFrame:
@@ -142,7 +129,7 @@ def test_a_formula_note_reaches_the_crm_unchanged_and_every_report_neutralised(
         'note: "{Notes}"\n'
     )
     args = ["import", str(source), "-m", str(mapping), "--report-dir", "out", "--yes"]
-    result = run_cli(args, crm, tmp_path)
+    result = run_cli(crm, tmp_path, *args)
     assert result.returncode == 1, result.stderr  # Peter Parker is not in the CRM
 
     notes = {rel["Note"] for rel in crm.state()["relationships"]}
@@ -185,11 +172,8 @@ def test_failed_csv_fixed_and_imported_again_finishes_the_job(crm, tmp_path: Pat
     fixed.write_csv(tmp_path / "fixed.csv")
     before = len(crm.state()["relationships"])
 
-    second = run_cli(
-        ["import", "fixed.csv", "-m", str(MAPPING), "--report-dir", "again", "--yes"],
-        crm,
-        tmp_path,
-    )
+    again_args = ["import", "fixed.csv", "-m", str(MAPPING), "--report-dir", "again", "--yes"]
+    second = run_cli(crm, tmp_path, *again_args)
     assert second.returncode == 0, second.stdout + second.stderr
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert (summary["created"], summary["failed"], summary["total_rows"]) == (3, 0, 3)
@@ -202,7 +186,7 @@ def test_failed_csv_fixed_and_imported_again_finishes_the_job(crm, tmp_path: Pat
 def test_report_run_id_renders_every_report_as_the_run_left_it(crm, tmp_path: Path) -> None:
     assert import_sample(crm, tmp_path).returncode == 1
     run_id = json.loads((tmp_path / "out" / "summary.json").read_text())["run_id"]
-    again = run_cli(["report", run_id, "--report-dir", "again"], crm, tmp_path)
+    again = run_cli(crm, tmp_path, "report", run_id, "--report-dir", "again")
     assert again.returncode == 1, again.stderr
     for name in ("summary.json", "report.csv", "failed.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
@@ -230,7 +214,7 @@ def test_export_round_trip_brings_back_the_same_pairs_and_notes(
         for rel in crm.state()["relationships"]
     }
     for name in ("backup.xlsx", "backup.csv"):
-        result = run_cli(["export", "-o", name], crm, tmp_path)
+        result = run_cli(crm, tmp_path, "export", "-o", name)
         assert result.returncode == 0, result.stderr
         assert f"Exported {len(held)} relationships" in result.stdout
 
@@ -251,7 +235,7 @@ def test_export_round_trip_brings_back_the_same_pairs_and_notes(
 
     fresh = start_sandbox(seed=seed_without_relationships(tmp_path))
     args = ["import", "backup.xlsx", "-m", str(EXPORT_MAPPING), "--report-dir", "restored"]
-    restored = run_cli([*args, "--yes"], fresh, tmp_path)
+    restored = run_cli(fresh, tmp_path, *args, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert {
         frozenset((rel["ContactId1"], rel["ContactId2"])): rel["Note"]
@@ -259,14 +243,14 @@ def test_export_round_trip_brings_back_the_same_pairs_and_notes(
     } == held
 
     writes = crm.state()["write_calls"]
-    same = run_cli([*args, "--yes"], crm, tmp_path)
+    same = run_cli(crm, tmp_path, *args, "--yes")
     assert same.returncode == 0, same.stderr
     assert crm.state()["write_calls"] == writes  # every pair already held: all skipped
 
 
 def test_export_of_given_contacts_only(crm, tmp_path: Path) -> None:
     robert_brown = "1629682375849313786966738695861"
-    result = run_cli(["export", "-o", "one.csv", "--contact", robert_brown], crm, tmp_path)
+    result = run_cli(crm, tmp_path, "export", "-o", "one.csv", "--contact", robert_brown)
     assert result.returncode == 0, result.stderr
     backup = read_csv(tmp_path / "one.csv")
     assert backup.height == 1
@@ -275,6 +259,6 @@ def test_export_of_given_contacts_only(crm, tmp_path: Path) -> None:
 
 
 def test_export_refuses_other_formats(crm, tmp_path: Path) -> None:
-    result = run_cli(["export", "-o", "backup.json"], crm, tmp_path)
+    result = run_cli(crm, tmp_path, "export", "-o", "backup.json")
     assert result.returncode == 2
     assert ".xlsx" in result.stderr
