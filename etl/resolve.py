@@ -155,19 +155,25 @@ def _sorted_tokens(key: pl.Expr) -> pl.Expr:
 _BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b")
 
 
-def _block_keys(sorted_text: pl.Expr) -> dict[str, pl.Expr]:
-    """Blocking keys over sorted tokens, so "Smith John" and "John Smith" share blocks.
+def _with_blocks(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Add blocking keys over the name's first and last words, taken in alphabetical order, so
+    "Smith John", "John Smith" and "John A Smith" share blocks.
 
-    broad: the initials of the first and last words (fuzzy matching, opt-in, thorough);
+    broad: the initials of both words (fuzzy matching, opt-in, thorough);
     narrow_a / narrow_b: one more letter of one word or the other (did-you-mean, cheap).
     """
-    first = sorted_text.str.split(" ").list.first()
-    last = sorted_text.str.split(" ").list.last()
-    return {
-        "broad": first.str.slice(0, 1) + last.str.slice(0, 1),
-        "narrow_a": "a:" + first.str.slice(0, 1) + last.str.slice(0, 2),
-        "narrow_b": "b:" + first.str.slice(0, 2) + last.str.slice(0, 1),
-    }
+    ends = frame.with_columns(
+        _first=pl.col(key).str.extract(r"^(\S+)"), _last=pl.col(key).str.extract(r"(\S+)$")
+    )
+    words = ends.with_columns(
+        _low=pl.min_horizontal("_first", "_last"), _high=pl.max_horizontal("_first", "_last")
+    )
+    low, high = pl.col._low, pl.col._high
+    return words.with_columns(
+        broad=low.str.slice(0, 1) + high.str.slice(0, 1),
+        narrow_a="a:" + low.str.slice(0, 1) + high.str.slice(0, 2),
+        narrow_b="b:" + low.str.slice(0, 2) + high.str.slice(0, 1),
+    ).drop("_first", "_last", "_low", "_high")
 
 
 # ---------------------------------------------------------------- the index
@@ -198,9 +204,24 @@ def _runs(stacked: pl.DataFrame) -> Iterator[tuple[tuple[bool, str], int, int]]:
         start += size
 
 
-def _choices(names: pl.DataFrame, block_columns: tuple[str, ...]) -> Choices:
-    """(is_company, block) -> (sorted-token names, their contact ids), for rapidfuzz."""
-    stacked = _stack_blocks(names, block_columns)
+def _choices(names: pl.DataFrame, wanted: pl.DataFrame, block_columns: tuple[str, ...]) -> Choices:
+    """The names in the blocks some query falls in (is_company, block of `wanted`), for rapidfuzz.
+
+    Unmatched values are few and their blocks hold a sliver of the directory: only that sliver
+    has its words sorted and is handed to rapidfuzz.
+    """
+    in_wanted = [
+        names.join(wanted.rename({"block": column}), on=["is_company", column], how="semi").select(
+            "is_company", "contact_id", "key", block=column
+        )
+        for column in block_columns
+    ]
+    stacked = (
+        pl.concat(in_wanted)
+        .select("is_company", "contact_id", "block", text=_sorted_tokens(pl.col.key))
+        .unique()
+        .sort("is_company", "block", "text", "contact_id")
+    )
     return Choices(
         texts=stacked["text"].to_list(),
         contact_ids=stacked["contact_id"],
@@ -231,24 +252,12 @@ class ContactIndex:
 
     @cached_property
     def names(self) -> pl.DataFrame:
-        """is_company, text (sorted tokens), contact_id, broad, narrow_a, narrow_b.
+        """is_company, contact_id, key (normalised), broad, narrow_a, narrow_b.
 
         Only fuzzy matching and did-you-mean need it: built on first use, so a file whose
         every name matches exactly or normalised never pays for it.
         """
-        return (
-            self.normalised.select("is_company", "contact_id", text=_sorted_tokens(pl.col.key))
-            .unique()
-            .with_columns(**_block_keys(pl.col.text))
-        )
-
-    @cached_property
-    def broad_choices(self) -> Choices:
-        return _choices(self.names, ("broad",))
-
-    @cached_property
-    def narrow_choices(self) -> Choices:
-        return _choices(self.names, ("narrow_a", "narrow_b"))
+        return _with_blocks(self.normalised, "key")
 
 
 def _name_variants(directory: pl.DataFrame, with_suffix: bool) -> pl.DataFrame:
@@ -589,16 +598,16 @@ def _block_scores(
 
 
 def fuzzy_scores(
-    probes: pl.DataFrame, choices: Choices, block_columns: tuple[str, ...], cutoff: float
+    probes: pl.DataFrame, index: ContactIndex, block_columns: tuple[str, ...], cutoff: float
 ) -> pl.DataFrame:
     """probes (vid, key, is_company) -> vid, contact_id, score: the best score per contact.
 
     The score is rapidfuzz's ratio of the sorted words (token_sort_ratio), 0-100.
     """
-    queries = probes.select("vid", "is_company", text=_sorted_tokens(pl.col.key)).with_columns(
-        **_block_keys(pl.col.text)
-    )
+    keyed = probes.select("vid", "is_company", "key", text=_sorted_tokens(pl.col.key))
+    queries = _with_blocks(keyed, "key").drop("key")
     stacked = _stack_blocks(queries, block_columns)
+    choices = _choices(index.names, stacked.select("is_company", "block").unique(), block_columns)
     vids, texts = stacked["vid"].to_list(), stacked["text"].to_list()
     rows: list[tuple[int, int, float]] = []
     for key, start, end in _runs(stacked):
@@ -629,12 +638,10 @@ def _resolve_fuzzy(
     unmatched: pl.DataFrame, probes: pl.DataFrame, index: ContactIndex, fuzzy: float | None
 ) -> pl.DataFrame:
     if fuzzy is None:
-        scores = fuzzy_scores(
-            probes, index.narrow_choices, ("narrow_a", "narrow_b"), DID_YOU_MEAN_CUTOFF
-        )
+        scores = fuzzy_scores(probes, index, ("narrow_a", "narrow_b"), DID_YOU_MEAN_CUTOFF)
         return _not_found(unmatched, _ranked(scores), index)
     cutoff = max(min(fuzzy - FUZZY_MARGIN, DID_YOU_MEAN_CUTOFF), 0.0)
-    ranked = _ranked(fuzzy_scores(probes, index.broad_choices, ("broad",), cutoff))
+    ranked = _ranked(fuzzy_scores(probes, index, ("broad",), cutoff))
     clear = (pl.col.best >= fuzzy) & (pl.col.best - pl.col.runner_up >= FUZZY_MARGIN)
     close = (pl.col.best >= fuzzy) & ~clear
     accepted = ranked.filter(clear & (pl.col.rank == 0))
