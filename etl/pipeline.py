@@ -180,6 +180,8 @@ def _resolve(
 
 def _numeric_id_rows(values: pl.DataFrame, side: Side, numeric_cells: pl.DataFrame) -> pl.Series:
     """Rows whose id for this side comes from a cell Excel stored as a number."""
+    if numeric_cells.is_empty():  # every text file, and workbooks without number cells
+        return pl.Series("row_id", [], dtype=pl.UInt32)
     id_columns = pl.DataFrame(
         [
             (attempt, key.columns[0])

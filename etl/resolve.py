@@ -309,20 +309,18 @@ def _normalised_keys(directory: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _tally(keys: pl.DataFrame, contacts: pl.DataFrame, who: str) -> pl.DataFrame:
-    """key -> {who}_count (distinct contacts), {who}_id and {who}_name (one of them)."""
-    tally = keys.group_by("key").agg(
+def _tally(keys: pl.DataFrame, who: str) -> pl.DataFrame:
+    """key -> {who}_count (distinct contacts) and {who}_id (one of them)."""
+    return keys.group_by("key").agg(
         pl.len().cast(pl.UInt32).alias(f"{who}_count"),
         pl.col.contact_id.first().alias(f"{who}_id"),
     )
-    names = contacts.select(pl.col.contact_id.alias(f"{who}_id"), pl.col.name.alias(f"{who}_name"))
-    return tally.join(names, on=f"{who}_id", how="left")
 
 
-def _tallies(keys: pl.DataFrame, contacts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _tallies(keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return (
-        _tally(keys.filter(~pl.col.is_company), contacts, "person"),
-        _tally(keys.filter(pl.col.is_company), contacts, "company"),
+        _tally(keys.filter(~pl.col.is_company), "person"),
+        _tally(keys.filter(pl.col.is_company), "company"),
     )
 
 
@@ -343,9 +341,9 @@ def build_index(directory: pl.DataFrame) -> ContactIndex:
         emails=emails,
         exact=exact,
         normalised=normalised,
-        email_tally=_tallies(emails, contacts),
-        exact_tally=_tallies(exact, contacts),
-        normalised_tally=_tallies(normalised, contacts),
+        email_tally=_tallies(emails),
+        exact_tally=_tallies(exact),
+        normalised_tally=_tallies(normalised),
     )
 
 
@@ -452,6 +450,7 @@ class _Level:
 def _counted(
     frame: pl.DataFrame,
     tallies: tuple[pl.DataFrame, pl.DataFrame],
+    index: ContactIndex,
     person_key: str,
     company_key: str,
 ) -> _Level:
@@ -468,14 +467,15 @@ def _counted(
         .then(0)
         .otherwise(pl.col.company_count.fill_null(0)),
     ).with_columns(_count=pl.col._people + pl.col._companies)
-    single = counted.filter(pl.col._count == 1).with_columns(
+    drop = ["person_count", "person_id", "company_count", "company_id"]
+    single = counted.filter(pl.col._count == 1).select(
+        pl.exclude(drop),
         contact_id=pl.when(pl.col._people == 1).then(pl.col.person_id).otherwise(pl.col.company_id),
-        name=pl.when(pl.col._people == 1).then(pl.col.person_name).otherwise(pl.col.company_name),
     )
-    drop = ["person_count", "person_id", "person_name"]
-    drop += ["company_count", "company_id", "company_name"]
+    # Names are looked up for the values resolved, not tallied for every key of the directory.
+    names = index.contacts.select("contact_id", "name")
     return _Level(
-        resolved=single,
+        resolved=single.join(names, on="contact_id", how="left"),
         ambiguous=counted.filter(pl.col._count > 1).drop(drop),
         pending=counted.filter(pl.col._count == 0).drop([*drop, "_people", "_companies", "_count"]),
     )
@@ -547,7 +547,7 @@ def _resolve_ids(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
 
 def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
     keyed = values.with_columns(key=exact_key(pl.col.value))
-    level = _counted(keyed, index.email_tally, "key", "key")
+    level = _counted(keyed, index.email_tally, index, "key", "key")
     return pl.concat(
         [
             _resolved(level.resolved, pl.lit("email")),
@@ -559,7 +559,7 @@ def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
 
 def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
     exact = _counted(
-        values.with_columns(key=exact_key(pl.col.value)), index.exact_tally, "key", "key"
+        values.with_columns(key=exact_key(pl.col.value)), index.exact_tally, index, "key", "key"
     )
     folded = exact.pending.with_columns(_folded=_fold_letters(pl.col.value))
     pending = folded.select(
@@ -567,7 +567,7 @@ def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | Non
         person_key=_person_from_folded(pl.col._folded),
         company_key=_company_from_folded(pl.col._folded),
     )
-    normalised = _counted(pending, index.normalised_tally, "person_key", "company_key")
+    normalised = _counted(pending, index.normalised_tally, index, "person_key", "company_key")
     normalised_keys = ("person_key", "company_key")
     settled = [
         _resolved(exact.resolved, pl.lit("exact")),
