@@ -416,6 +416,21 @@ def test_a_side_in_split_first_and_last_columns_resolves(index: ContactIndex) ->
     assert result.row(1, named=True)["reason"] == "ambiguous_contact"
 
 
+def test_suggestions_survive_word_order_and_a_middle_initial() -> None:
+    directory = contacts_frame(
+        [person(1, "Robert", "Browning"), person(2, "Elizabeth", "Barrett", middle="Moulton")]
+    )
+    index = build_index(directory)
+    for typed, expected in [
+        ("Robert A. Browning", 1),  # a middle initial the CRM does not hold
+        ("Browning Robrt", 1),  # surname first, and a typo
+        ("Barret Elizabeth", 2),  # the CRM holds a middle name the file leaves out
+    ]:
+        outcome = resolve_one(typed, index)
+        assert outcome["reason"] == "contact_not_found", typed
+        assert cid(expected) in outcome["detail"].split("Did you mean: ")[1], typed
+
+
 def test_nothing_close_means_no_suggestion(index: ContactIndex) -> None:
     assert "Did you mean" not in resolve_one("Xavier Quux", index)["detail"]
 
