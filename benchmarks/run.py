@@ -4,7 +4,7 @@
   the same file (issue 3: at most 2x), and the 100,000-row workbook;
 - planning: `lacrm-etl import --dry-run --contacts SNAPSHOT` of 1,000,000 rows against 200,000
   contacts, as a child process (its own peak RSS): resolve + pairs + plan against the bare read
-  (issue 7: at most 3x, under 1.5 GB);
+  (issue 7: at most 3x, under 1.5 GB), its stages, and resolution alone (issue 4: at most 3x);
 - fuzzy: 10,000 misspelt names against 200,000 contacts (issue 4: under 60 s);
 - writes: 2,000 creates against the sandbox at 20 ms latency and 100 requests/s, `--rate 100
   --concurrency 8` (issue 5: at least 95% of the limit, at most 1.01 calls per created pair),
@@ -188,9 +188,14 @@ def bench_extraction(dataset: Dataset, runs: int, report: Report) -> None:
 
 
 def planning_seconds(timings: dict[str, float]) -> float:
-    """Resolve + pairs + plan: every stage of prepare's timings but reading the inputs."""
+    """Index + resolve + pairs and plan + existing: every stage of prepare but reading inputs."""
     reading = {"extract", "directory"}
     return sum(seconds for stage, seconds in timings.items() if stage not in reading)
+
+
+def resolution_seconds(timings: dict[str, float]) -> float:
+    """Issue 4's figure: the key tables over the directory, then both sides resolved."""
+    return timings["index"] + timings["resolve"]
 
 
 def one_dry_run(dataset: Dataset) -> tuple[ChildRun, dict[str, Any]]:
@@ -208,6 +213,8 @@ def bench_planning(dataset: Dataset, runs: int, report: Report) -> None:
     csv_path = dataset.relationships_csv
     bare: list[float] = []
     planning: list[float] = []
+    stages: dict[str, list[float]] = {"index": [], "resolve": [], "plan": []}
+    resolution: list[float] = []
     wall: list[float] = []
     peaks: list[float] = []
     outcome: dict[str, Any] = {}
@@ -215,11 +222,31 @@ def bench_planning(dataset: Dataset, runs: int, report: Report) -> None:
     for _ in range(runs):
         bare.append(seconds_of(lambda: pl.read_csv(csv_path, infer_schema=False)))
         child, outcome = one_dry_run(dataset)
-        planning.append(planning_seconds(outcome["timings_s"]))
+        timings = outcome["timings_s"]
+        planning.append(planning_seconds(timings))
+        resolution.append(resolution_seconds(timings))
+        for stage, samples in stages.items():
+            samples.append(timings[stage])
         wall.append(child.seconds)
         peaks.append(child.peak_rss_mb)
     name = f"plan {sizes['rows']:,} rows vs {sizes['contacts']:,} contacts"
     report.add(Figure(name, "polars read_csv (bare)", "s", bare))
+    for stage, what in (
+        ("index", "stage: key tables over the directory"),
+        ("resolve", f"stage: resolve both sides ({2 * sizes['rows']:,} values)"),
+        ("plan", "stage: notes, pairs and plan"),
+    ):
+        report.add(Figure(name, what, "s", stages[stage]))
+    report.add(
+        Figure(
+            name,
+            "resolution (index + both sides) to bare read",
+            "x",
+            ratios(resolution, bare),
+            "<= 3",
+            lambda r: r <= 3,
+        )
+    )
     report.add(Figure(name, "resolve + pairs + plan", "s", planning))
     report.add(Figure(name, "rows/s", "rows/s", [sizes["rows"] / s for s in planning]))
     report.add(

@@ -127,14 +127,16 @@ async def prepare(
     rows = extracted.rows
     with stage("Resolving", progress=progress, total=2 * rows.height, unit=" values") as resolving:
         index = resolve.build_index(contacts)
+        clock.lap("index")
         sides = []
         for side in (mapping.contact1, mapping.contact2):
             sides.append(_resolve(side, rows, index, mapping.fuzzy, extracted.numeric_cells))
             resolving.done(rows.height)
+        clock.lap("resolve")
         notes = render_notes(rows, mapping.note) if mapping.note else None
         draft = build_plan(rows, *sides, notes, _no_existing(), dry_run=settings.dry_run)
         resolving.describe(_status_counts(draft))
-    clock.lap("resolve")
+    clock.lap("plan")
 
     with stage("Existing pairs", progress=False, unit=" pairs") as checking:
         known = await _existing(settings, api, ledger, draft, calls, info, progress)
