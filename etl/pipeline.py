@@ -128,10 +128,9 @@ async def prepare(
     with stage("Resolving", progress=progress, total=2 * rows.height, unit=" values") as resolving:
         index = resolve.build_index(contacts)
         clock.lap("index")
-        sides = []
-        for side in (mapping.contact1, mapping.contact2):
-            sides.append(_resolve(side, rows, index, mapping.fuzzy, extracted.numeric_cells))
-            resolving.done(rows.height)
+        both = (mapping.contact1, mapping.contact2)
+        sides = _resolve(both, rows, index, mapping.fuzzy, extracted.numeric_cells)
+        resolving.done(2 * rows.height)
         clock.lap("resolve")
         notes = render_notes(rows, mapping.note) if mapping.note else None
         draft = build_plan(rows, *sides, notes, _no_existing(), dry_run=settings.dry_run)
@@ -169,15 +168,18 @@ PRECISION_LOST = (
 
 
 def _resolve(
-    side: Side,
+    sides: tuple[Side, Side],
     rows: pl.DataFrame,
     index: resolve.ContactIndex,
     fuzzy: float | None,
     numeric_cells: pl.DataFrame,
-) -> pl.DataFrame:
-    values = side_values(rows, side)
-    resolved = resolve.resolve_side(values, index, fuzzy)
-    return _fail_numeric_ids(resolved, _numeric_id_rows(values, side, numeric_cells))
+) -> list[pl.DataFrame]:
+    values = [side_values(rows, side) for side in sides]
+    resolved = resolve.resolve_sides(values, index, fuzzy)
+    return [
+        _fail_numeric_ids(result, _numeric_id_rows(side_rows, side, numeric_cells))
+        for result, side_rows, side in zip(resolved, values, sides, strict=True)
+    ]
 
 
 def _numeric_id_rows(values: pl.DataFrame, side: Side, numeric_cells: pl.DataFrame) -> pl.Series:

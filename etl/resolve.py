@@ -806,9 +806,31 @@ def resolve_side(
 
     fuzzy: None (off) or a similarity threshold 0-100 for names nothing else matched.
     """
+    return resolve_sides([values], index, fuzzy)[0]
+
+
+def resolve_sides(
+    sides: list[pl.DataFrame], index: ContactIndex, fuzzy: float | None = None
+) -> list[pl.DataFrame]:
+    """resolve_side for each of several sides; their distinct values are resolved in one batch
+    (both sides of a relationship file share most values, and a batch has a fixed cost)."""
     _check_fuzzy(fuzzy)
-    rows = values.with_columns(vid=pl.struct("mode", "value").hash())
-    joined = _join_outcomes(rows, _lookups(rows, index, fuzzy))
+    hashed = [values.with_columns(vid=pl.struct("mode", "value").hash()) for values in sides]
+    lookups = _lookups(pl.concat(hashed), index, fuzzy)
+    return [
+        _side_result(values, rows, lookups, index, fuzzy)
+        for values, rows in zip(sides, hashed, strict=True)
+    ]
+
+
+def _side_result(
+    values: pl.DataFrame,
+    rows: pl.DataFrame,
+    lookups: pl.DataFrame,
+    index: ContactIndex,
+    fuzzy: float | None,
+) -> pl.DataFrame:
+    joined = _join_outcomes(rows, lookups)
     if joined is None:
         joined = _by_value_ids(values, index, fuzzy)
     if joined["row_id"].n_unique() != joined.height:
