@@ -249,15 +249,15 @@ async def _existing(
     info: dict[str, Any],
     progress: bool,
 ) -> pl.DataFrame:
+    if settings.existing != "ledger" and not api.key and settings.dry_run:
+        info["existing_check"] = {"mode": "skipped", "why": "offline dry run: no API key"}
+        return _no_existing()
     candidates = _pairs_to_create(draft)
     if candidates.is_empty():
         return _no_existing()
     if settings.existing == "ledger":
         info["existing_check"] = {"mode": "ledger"}
         return ledger.created_pairs().join(candidates, on=["pair_lo", "pair_hi"], how="semi")
-    if not api.key and settings.dry_run:
-        info["existing_check"] = {"mode": "skipped", "why": "offline dry run: no API key"}
-        return _no_existing()
     async with api.client() as client:
         found = await existing.existing_pairs(client, candidates, progress=progress)
         calls.update(client.calls)

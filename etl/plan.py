@@ -48,29 +48,35 @@ def build_plan(
         frame = frame.sort("row_id")
     pairs = _with_first_row_label(canonical_pairs(frame))
     create_status = "would_create" if dry_run else TO_CREATE
-    failed_1 = pl.col("reason_1").is_not_null() | pl.col("contact_id_1").is_null()
-    failed_2 = pl.col("reason_2").is_not_null() | pl.col("contact_id_2").is_null()
-    duplicate = pl.col("first_row_id") != pl.col("row_id")
-    exists = pl.col("relationship_id").is_not_null()
-    decided = _with_existing(pairs, existing).with_columns(
-        status=pl.when(failed_1 | failed_2)
+    # The conditions once, as columns: each is read by status, reason and detail.
+    flagged = _with_existing(pairs, existing).with_columns(
+        _failed_1=_failed("1"),
+        _failed_2=_failed("2"),
+        _duplicate=pl.col("first_row_id") != pl.col("row_id"),
+        _exists=pl.col("relationship_id").is_not_null(),
+    )
+    failed_1, failed_2 = pl.col("_failed_1"), pl.col("_failed_2")
+    failed = failed_1 | failed_2
+    self_pair, duplicate, exists = pl.col("self_pair"), pl.col("_duplicate"), pl.col("_exists")
+    decided = flagged.with_columns(
+        status=pl.when(failed)
         .then(pl.lit("failed"))
-        .when(pl.col("self_pair") | duplicate | exists)
+        .when(self_pair | duplicate | exists)
         .then(pl.lit("skipped"))
         .otherwise(pl.lit(create_status)),
         reason=pl.when(failed_1)
         .then(pl.col("reason_1").fill_null(pl.lit("contact_not_found")))
         .when(failed_2)
         .then(pl.col("reason_2").fill_null(pl.lit("contact_not_found")))
-        .when(pl.col("self_pair"))
+        .when(self_pair)
         .then(pl.lit("self_relationship"))
         .when(duplicate)
         .then(pl.lit("duplicate_in_file"))
         .when(exists)
         .then(pl.lit("already_exists")),
-        detail=pl.when(failed_1 | failed_2)
+        detail=pl.when(failed)
         .then(_side_failure_detail())
-        .when(pl.col("self_pair"))
+        .when(self_pair)
         .then(pl.lit("both sides are the same contact"))
         .when(duplicate)
         .then(pl.lit("same pair as ") + pl.col("first_row_label"))
@@ -82,6 +88,10 @@ def build_plan(
     return decided.with_columns(
         relationship_id=pl.when(pl.col("reason") == "already_exists").then("relationship_id")
     ).select(PLAN_COLUMNS)
+
+
+def _failed(n: str) -> pl.Expr:
+    return pl.col(f"reason_{n}").is_not_null() | pl.col(f"contact_id_{n}").is_null()
 
 
 def _with_side(frame: pl.DataFrame, resolved: pl.DataFrame, n: str) -> pl.DataFrame:
@@ -114,12 +124,11 @@ def _side(resolved: pl.DataFrame, n: str) -> pl.DataFrame:
 
 
 def _side_failure_detail() -> pl.Expr:
+    # Null for a side that did not fail, so only failed sides build a text.
     parts = [
-        pl.when(pl.col(f"reason_{n}").is_not_null() | pl.col(f"contact_id_{n}").is_null()).then(
-            pl.lit(f"contact {n}: ")
-            + pl.col(f"detail_{n}")
-            .fill_null(pl.col(f"reason_{n}"))
-            .fill_null(pl.lit("not resolved"))
+        pl.lit(f"contact {n}: ")
+        + pl.when(pl.col(f"_failed_{n}")).then(
+            pl.coalesce(f"detail_{n}", f"reason_{n}", pl.lit("not resolved"))
         )
         for n in ("1", "2")
     ]
