@@ -152,14 +152,18 @@ def _sorted_tokens(key: pl.Expr) -> pl.Expr:
     return key.str.split(" ").list.sort().list.join(" ")
 
 
-_BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b")
+_BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b", "word_low", "word_high")
+_DID_YOU_MEAN_BLOCKS = ("narrow_a", "narrow_b")
+# The word blocks catch a typo in the first letter of the other word ("Jon hSmith").
+_FUZZY_BLOCKS = ("broad", "word_low", "word_high")
 
 
 def _with_blocks(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """Add blocking keys over the name's first and last words, taken in alphabetical order, so
     "Smith John", "John Smith" and "John A Smith" share blocks.
 
-    broad: the initials of both words (fuzzy matching, opt-in, thorough);
+    broad: the initials of both words, and word_low / word_high: the first three letters of
+    one word alone (fuzzy matching, opt-in, thorough);
     narrow_a / narrow_b: one more letter of one word or the other (did-you-mean, cheap).
     """
     ends = frame.with_columns(
@@ -173,6 +177,8 @@ def _with_blocks(frame: pl.DataFrame, key: str) -> pl.DataFrame:
         broad=low.str.slice(0, 1) + high.str.slice(0, 1),
         narrow_a="a:" + low.str.slice(0, 1) + high.str.slice(0, 2),
         narrow_b="b:" + low.str.slice(0, 2) + high.str.slice(0, 1),
+        word_low="w:" + low.str.slice(0, 3),
+        word_high="w:" + high.str.slice(0, 3),
     ).drop("_first", "_last", "_low", "_high")
 
 
@@ -638,10 +644,10 @@ def _resolve_fuzzy(
     unmatched: pl.DataFrame, probes: pl.DataFrame, index: ContactIndex, fuzzy: float | None
 ) -> pl.DataFrame:
     if fuzzy is None:
-        scores = fuzzy_scores(probes, index, ("narrow_a", "narrow_b"), DID_YOU_MEAN_CUTOFF)
+        scores = fuzzy_scores(probes, index, _DID_YOU_MEAN_BLOCKS, DID_YOU_MEAN_CUTOFF)
         return _not_found(unmatched, _ranked(scores), index)
     cutoff = max(min(fuzzy - FUZZY_MARGIN, DID_YOU_MEAN_CUTOFF), 0.0)
-    ranked = _ranked(fuzzy_scores(probes, index, ("broad",), cutoff))
+    ranked = _ranked(fuzzy_scores(probes, index, _FUZZY_BLOCKS, cutoff))
     clear = (pl.col.best >= fuzzy) & (pl.col.best - pl.col.runner_up >= FUZZY_MARGIN)
     close = (pl.col.best >= fuzzy) & ~clear
     accepted = ranked.filter(clear & (pl.col.rank == 0))

@@ -405,6 +405,12 @@ def test_fuzzy_takes_a_winner_only_when_it_leads_by_the_margin() -> None:
     assert cid(1) in outcome["detail"] and cid(2) in outcome["detail"]
 
 
+def test_fuzzy_forgives_a_slip_at_the_start_of_a_word() -> None:
+    directory = contacts_frame([person(1, "Anna", "Thatcher"), person(2, "Anna", "Tanner")])
+    outcome = resolve_one("Anna hTatcher", build_index(directory), fuzzy=85)
+    assert_resolved(outcome, 1, "fuzzy:92")
+
+
 def test_a_side_in_split_first_and_last_columns_resolves(index: ContactIndex) -> None:
     rows = pl.DataFrame(
         {"row_id": [0, 1], "First": ["José", "John"], "Last": ["Müller", "Smith"]},
