@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from etl import __version__, pipeline
+from etl import __version__, pipeline, write
 from etl.commands.export import export
 from etl.commands.options import (
     BadInput,
@@ -208,6 +208,7 @@ def resume(
     session = Session()
     # Held before the plan is shown, so a run another process writes is refused up front.
     with user_errors(run_id), ledger.holding(run_id):
+        write.check_writable(ledger, run_id)
         pipeline.check_unchanged(ledger, run_id)
         plan = ledger.plan(run_id)
         _confirm(run_id, plan, yes)

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS creates (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS creates_by_relationship
     ON creates(relationship_id) WHERE relationship_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS creates_by_pair ON creates(contact_id_1, contact_id_2);
 CREATE TABLE IF NOT EXISTS known_relationships (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     relationship_id TEXT NOT NULL,
@@ -105,6 +106,14 @@ class LedgerError(Exception):
 
 class RunBusy(LedgerError):
     """Another process is writing or rolling back the run: two writers could create a pair twice."""
+
+
+class PairTaken(LedgerError):
+    """Another run of this ledger created this pair, or is sending it: it is not sent again."""
+
+
+# A create another run made first is kept `failed` with this code and reported as skipped.
+TAKEN_CODE = "already_exists"
 
 
 @dataclass(frozen=True)
@@ -326,7 +335,8 @@ class Ledger:
 
     def mark_sending(self, run_id: str, row_id: int) -> None:
         """Committed before the request leaves: from here the create may exist in the CRM."""
-        self.apply(run_id, [("sending", row_id)])
+        if self.apply(run_id, [("sending", row_id)]):
+            raise PairTaken(f"run {run_id!r} row {row_id}: another run holds this pair")
 
     def mark_created(self, run_id: str, row_id: int, relationship_id: str) -> None:
         self.apply(run_id, [("created", row_id, relationship_id)])
@@ -338,8 +348,13 @@ class Ledger:
         """A `sending` create read back and found absent: it was never made."""
         self.apply(run_id, [("pending", row_id)])
 
-    def apply(self, run_id: str, changes: Sequence[CreateChange]) -> None:
+    def apply(self, run_id: str, changes: Sequence[CreateChange]) -> set[int]:
         """Apply create transitions in one transaction (a group commit for concurrent writers).
+
+        A `sending` whose pair another run of this ledger created (and no rollback deleted), or
+        is sending right now, is not made: the row ends `failed` with TAKEN_CODE instead, and
+        its row_id is returned. The check and the mark share the transaction, so two processes
+        importing the same pairs at once cannot both send one.
 
         Only `sending` must survive a power cut (a lost one would let a resume send unchecked),
         so a batch without one commits without fsync; the next `sending` commit's fsync makes
@@ -347,18 +362,53 @@ class Ledger:
         reading back.
         """
         if not changes:
-            return
+            return set()
         durable = any(change[0] == "sending" for change in changes)
         now = _now()
+        taken: set[int] = set()
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._transaction():
                 for change in changes:
-                    self._apply_one(run_id, change, now)
+                    if change[0] == "sending" and self._take_elsewhere(run_id, change[1], now):
+                        taken.add(change[1])
+                    else:
+                        self._apply_one(run_id, change, now)
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous=FULL")
+        return taken
+
+    def _take_elsewhere(self, run_id: str, row_id: int, now: str) -> bool:
+        """If another run holds this row's pair, mark the row `failed` (TAKEN_CODE) and say so."""
+        holder = self._db.execute(
+            "SELECT other.run_id, other.state, other.relationship_id"
+            " FROM creates AS mine JOIN creates AS other ON"
+            " (other.contact_id_1 = mine.contact_id_1 AND other.contact_id_2 = mine.contact_id_2)"
+            " OR (other.contact_id_1 = mine.contact_id_2"
+            " AND other.contact_id_2 = mine.contact_id_1)"
+            " WHERE mine.run_id = ? AND mine.row_id = ? AND mine.state = 'pending'"
+            " AND other.run_id != mine.run_id AND other.deleted_at IS NULL"
+            " AND other.state IN ('sending', 'created')"
+            " ORDER BY other.state = 'created' DESC LIMIT 1",
+            (run_id, row_id),
+        ).fetchone()
+        if holder is None:
+            return False
+        other_run, state, relationship_id = holder
+        text = (
+            f"run {other_run} created this pair as RelationshipId {relationship_id}"
+            if state == "created"
+            else f"run {other_run} was sending this pair at the same time; `lacrm-etl runs` "
+            "shows whether it finished"
+        )
+        self._db.execute(
+            "UPDATE creates SET state = 'failed', error_code = ?, error_text = ?,"
+            " relationship_id = ?, updated_at = ? WHERE run_id = ? AND row_id = ?",
+            (TAKEN_CODE, text, relationship_id, now, run_id, row_id),
+        )
+        return True
 
     def _apply_one(self, run_id: str, change: CreateChange, now: str) -> None:
         kind, row_id, *values = change
@@ -527,6 +577,8 @@ def _outcome(
 ) -> tuple[int, str, str | None, str | None, str | None]:
     if state == "created":
         return row_id, "created", None, None, relationship_id
+    if state == "failed" and code == TAKEN_CODE:
+        return row_id, "skipped", TAKEN_CODE, text, relationship_id
     if state == "failed":
         detail = f"{code}: {text}" if code else (text or "the CRM refused it")
         return row_id, "failed", "api_error", detail, None

@@ -29,6 +29,7 @@ from etl.ledger import (
     CreateIntent,
     Ledger,
     LedgerError,
+    PairTaken,
     RunInfo,
 )
 
@@ -54,6 +55,7 @@ class WriteStats:
     settled_created: int = 0
     settled_absent: int = 0
     settle_reads: int = 0
+    taken: int = 0  # left to another run of the ledger that holds the same pair
     seconds: float = 0.0
 
     @property
@@ -94,12 +96,20 @@ async def execute(
         return await _execute(client, ledger, run_id, progress=progress)
 
 
+def check_writable(ledger: Ledger, run_id: str) -> RunInfo:
+    """The run, unless a rollback ended it: what it deleted is not created again."""
+    info = ledger.run(run_id)
+    if info.state == "rolled_back":
+        raise WriteError(
+            f"run {run_id} was rolled back, which is final; import the file again for a new run"
+        )
+    return info
+
+
 async def _execute(
     client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool
 ) -> WriteStats:
-    info = ledger.run(run_id)
-    if info.state == "rolled_back":
-        raise WriteError(f"run {run_id} was rolled back; import the file again for a new run")
+    info = check_writable(ledger, run_id)
     intents = ledger.unfinished_creates(run_id)
     counts = info.counts
     total = counts["pending"] + counts["sending"] + counts["created"] + counts["failed"]
@@ -220,14 +230,18 @@ class _Journal:
             batch, self._waiting = self._waiting, []
             changes = [change for change, _ in batch]
             try:
-                await self.call(self.ledger.apply, self.run_id, changes)
+                taken = await self.call(self.ledger.apply, self.run_id, changes)
             except Exception as error:
                 for _, committed in batch:
                     if not committed.done():
                         committed.set_exception(error)
                 continue
-            for _, committed in batch:
-                if not committed.done():
+            for change, committed in batch:
+                if committed.done():
+                    continue
+                if change[0] == "sending" and change[1] in taken:
+                    committed.set_exception(PairTaken(f"row {change[1]}: pair taken"))
+                else:
                     committed.set_result(None)
 
 
@@ -272,7 +286,11 @@ class _Writer:
 
     async def _send(self, intent: CreateIntent) -> bool:
         """One CreateRelationship; True when the create reached a final state."""
-        await self.journal.change("sending", intent.row_id)
+        try:
+            await self.journal.change("sending", intent.row_id)
+        except PairTaken:  # another run of the ledger made it, or is making it: not twice
+            self.stats.taken += 1
+            return True
         params: dict[str, Any] = {
             "ContactId1": intent.contact_id_1,
             "ContactId2": intent.contact_id_2,

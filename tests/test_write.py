@@ -16,7 +16,7 @@ import pytest
 
 from etl import write as write_module
 from etl.lacrm import AuthError, LacrmClient
-from etl.ledger import Ledger
+from etl.ledger import Ledger, PairTaken
 from etl.write import WriteError, execute, rollback, rollback_preview
 
 KEY = "test-key-0123456789"
@@ -152,6 +152,11 @@ async def write(crm: FakeCrm, ledger: Ledger, run_id: str, **options: Any) -> An
         return await execute(client, ledger, run_id)
 
 
+async def undo(crm: FakeCrm, ledger: Ledger, run_id: str) -> Any:
+    async with client_for(crm) as client:
+        return await rollback(client, ledger, run_id)
+
+
 def new_run(ledger: Ledger, plan: pl.DataFrame) -> str:
     return ledger.create_run(settings={}, fingerprint={}, plan=plan, dry_run=False)
 
@@ -263,9 +268,11 @@ def test_settling_ignores_relationships_the_ledger_accounts_for_or_with_another_
     crm = FakeCrm()
     one, two, three = uid(1), uid(2), uid(3)
     with Ledger(tmp_path / "s.sqlite") as ledger:
-        earlier = new_run(ledger, make_plan([(one, two)], ["same"]))
-        ledger.mark_sending(earlier, 0)
-        ledger.mark_created(earlier, 0, crm.add(one, two, "same"))
+        # An earlier run found the pair already in the CRM: the ledger accounts for that id.
+        seen = make_plan([(one, two)], ["same"]).with_columns(
+            status=pl.lit("skipped"), relationship_id=pl.lit(crm.add(one, two, "same"))
+        )
+        new_run(ledger, seen)
         crm.add(one, three, "made by hand")
         run_id = ledger.create_run(
             settings={"existing": "ledger"},
@@ -362,3 +369,47 @@ def test_progress_bar_goes_to_stderr_only_when_asked(
 async def write_with_progress(crm: FakeCrm, ledger: Ledger, run_id: str) -> Any:
     async with client_for(crm) as client:
         return await execute(client, ledger, run_id, progress=True)
+
+
+def test_a_pair_another_run_created_is_not_sent_again(tmp_path: Path) -> None:
+    """An old plan resumed after the same file was imported again creates nothing twice."""
+    crm = FakeCrm()
+    one, two, three = uid(1), uid(2), uid(3)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        old_plan = new_run(ledger, make_plan([(one, two), (one, three)]))
+        newer = new_run(ledger, make_plan([(two, one)]))
+        run(write(crm, ledger, newer))
+        stats = run(write(crm, ledger, old_plan))
+        outcomes = ledger.outcomes(old_plan).rows(named=True)
+        newer_id = ledger.outcomes(newer).item(0, "relationship_id")
+    assert crm.pairs() == Counter([frozenset((one, two)), frozenset((one, three))])
+    assert (stats.taken, stats.created) == (1, 1)
+    assert outcomes[0]["status"] == "skipped" and outcomes[0]["reason"] == "already_exists"
+    assert newer in outcomes[0]["detail"] and outcomes[0]["relationship_id"] == newer_id
+    assert outcomes[1]["status"] == "created"
+
+
+def test_a_pair_another_run_is_sending_is_left_to_it(tmp_path: Path) -> None:
+    one, two = uid(1), uid(2)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        first = new_run(ledger, make_plan([(one, two)]))
+        second = new_run(ledger, make_plan([(two, one)]))
+        ledger.mark_sending(first, 0)
+        with pytest.raises(PairTaken):
+            ledger.mark_sending(second, 0)
+        (outcome,) = ledger.outcomes(second).rows(named=True)
+    assert outcome["status"] == "skipped"
+    assert f"run {first} was sending this pair" in outcome["detail"]
+
+
+def test_a_pair_a_rollback_deleted_may_be_created_again(tmp_path: Path) -> None:
+    crm = FakeCrm()
+    one, two = uid(1), uid(2)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        first = new_run(ledger, make_plan([(one, two)]))
+        run(write(crm, ledger, first))
+        run(undo(crm, ledger, first))
+        again = new_run(ledger, make_plan([(one, two)]))
+        stats = run(write(crm, ledger, again))
+    assert (stats.taken, stats.created) == (0, 1)
+    assert crm.pairs() == Counter([frozenset((one, two))])

@@ -18,15 +18,17 @@ from tests.e2e.workload import (
     calls_of,
     cli_command,
     env_for,
+    held,
     import_args,
     make_groups,
+    report_reasons,
     resume_args,
     run_cli,
     seed,
     write_files,
 )
 
-GROUPS = make_groups(2, people=30)
+GROUPS = make_groups(6, people=30)
 
 
 def plan_only(crm: RunningSandbox, folder: Path, source: str) -> str:
@@ -126,3 +128,78 @@ def test_a_second_process_cannot_write_a_run_while_the_first_writes_it(
         first.kill()
         first.wait()
     assert_exact_end_state(crm, group, tmp_path / "out")
+
+
+def test_an_old_plan_resumed_after_the_file_was_imported_again_creates_nothing_twice(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = GROUPS[3]
+    crm = start_sandbox(seed=seed([group]))
+    source, mapping = write_files(group, tmp_path)
+    old_plan = plan_only(crm, tmp_path, source.name)
+    imported = run_cli(crm, tmp_path, *import_args(source, mapping))
+    assert imported.returncode == 0, imported.stderr
+    creates = calls_of(crm, "CreateRelationship")
+
+    resumed = resume(crm, tmp_path, tmp_path / "state.sqlite", old_plan)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert calls_of(crm, "CreateRelationship") == creates
+    assert held(crm, group) == group.expected()
+    assert crm.state()["duplicate_pairs"] == []
+    # Every row accounted for: what the import made is, for the old plan, already there.
+    wanted = [reason for *_, reason in group.rows()]
+    already = ["already_exists" if reason == "created" else reason for reason in wanted]
+    assert report_reasons(tmp_path / "out" / "report.csv") == already
+
+
+def test_two_imports_of_one_file_at_once_create_each_pair_once(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = GROUPS[4]
+    crm = start_sandbox(seed=seed([group]), latency=0.05)
+    source, mapping = write_files(group, tmp_path)
+    both = [
+        subprocess.Popen(
+            cli_command(*import_args(source, mapping, "--report-dir", f"out{n}")),
+            cwd=tmp_path,
+            env=env_for(crm),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (1, 2)
+    ]
+    try:
+        codes = [process.wait(CLI_TIMEOUT_SECONDS) for process in both]
+    finally:
+        for process in both:
+            process.kill()
+            process.wait()
+    assert codes == [0, 0]
+    to_create = sum(reason == "created" for *_, reason in group.rows())
+    assert calls_of(crm, "CreateRelationship") == to_create
+    assert held(crm, group) == group.expected()
+    assert crm.state()["duplicate_pairs"] == []
+    created = 0
+    for n in (1, 2):  # each report accounts for every row, the other run's pairs as skipped
+        reasons = report_reasons(tmp_path / f"out{n}" / "report.csv")
+        assert len(reasons) == len(group.rows())
+        created += reasons.count("created")
+    assert created == to_create
+
+
+def test_a_rolled_back_run_cannot_be_resumed(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    group = GROUPS[5]
+    crm = start_sandbox(seed=seed([group]))
+    source, _ = write_files(group, tmp_path)
+    run_id = plan_only(crm, tmp_path, source.name)
+    rolled = run_cli(crm, tmp_path, "rollback", run_id, "--yes", "--state-db", "state.sqlite")
+    assert rolled.returncode == 0, rolled.stderr
+
+    resumed = resume(crm, tmp_path, tmp_path / "state.sqlite", run_id)
+
+    assert resumed.returncode == 2, resumed.stderr
+    assert "was rolled back, which is final" in resumed.stderr
+    assert calls_of(crm, "CreateRelationship") == 0
