@@ -219,7 +219,10 @@ def sniff_delimiter(text: str, extension: str) -> str:
     preferred = "\t" if extension == ".tsv" else ","
 
     def score(delimiter: str) -> tuple[bool, float, int, bool]:
-        counts = [len(record) for record in csv.reader(io.StringIO(sample), delimiter=delimiter)]
+        counts = [
+            len(record)
+            for record in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+        ]
         counts = [count for count in counts if count > 0]
         if not counts:
             return (False, 0.0, 0, delimiter == preferred)
@@ -312,7 +315,9 @@ def check_extra_cells(file: Path, text_format: TextFormat, header_row: int) -> N
     relate the wrong people, so it is refused rather than cut.
     """
     text = file.read_bytes().decode(text_format.encoding, errors="replace")
-    records = csv.reader(io.StringIO(text.removeprefix("\ufeff")), delimiter=text_format.delimiter)
+    records = csv.reader(
+        io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=text_format.delimiter
+    )
     width = 0
     for number, record in enumerate(records, start=1):
         if number == header_row:

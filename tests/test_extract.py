@@ -122,6 +122,13 @@ def test_quoted_newlines_keep_record_numbers(tmp_path):
     assert values(extracted, "row") == [2, 3]
 
 
+def test_old_mac_csv_with_cr_line_endings(tmp_path):
+    text = "Person;Related To\rAnn;Bob\rCarl;Dee;;\r"  # Excel "CSV (Macintosh)"
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Related To") == ["Bob", "Dee"]
+    assert values(extracted, "row") == [2, 3]
+
+
 def test_header_row(tmp_path):
     text = "Exported from OldCRM\n\nPerson,Related To\nAnn,Bob\n"
     extracted = extract([write(tmp_path, "a.csv", text)], header_row=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -57,6 +58,9 @@ def user_errors(run_id: str | None = None) -> Iterator[None]:
         raise Aborted(f"the CRM could not be reached or kept failing: {error}{hint}") from None
     except OSError as error:
         raise BadInput(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
+    except KeyboardInterrupt:
+        hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
+        raise Aborted(f"interrupted{hint}") from None
 
 
 def api_options(command: F) -> F:
@@ -105,9 +109,29 @@ def api_options(command: F) -> F:
 
 
 def _read_key(path: Path | None) -> str | None:
-    if path is not None:
-        return path.read_text(encoding="utf-8").strip() or None
-    return os.environ.get("LACRM_API_KEY", "").strip() or None
+    where = f"the key file {path}" if path is not None else "LACRM_API_KEY"
+    key = _key_file_text(path) if path is not None else os.environ.get("LACRM_API_KEY", "")
+    key = key.strip()
+    if not key.isascii() or not key.isprintable():
+        # Never shown: a key is a secret even when it is a wrong one.
+        raise BadInput(
+            f"{where} holds characters an API key cannot have (accents, or invisible ones); "
+            "copy the key again from LACRM (Settings > API) as plain text"
+        )
+    return key or None
+
+
+def _key_file_text(path: Path) -> str:
+    """Notepad writes a BOM, PowerShell's `>` writes UTF-16: both read as the key they hold."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInput(
+            f"the key file {path} is not text; save just the key in it, as plain text"
+        ) from None
 
 
 def state_db_option(command: F) -> F:

@@ -4,6 +4,7 @@ create a pair twice)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -203,3 +204,39 @@ def test_a_rolled_back_run_cannot_be_resumed(start_sandbox: StartSandbox, tmp_pa
     assert resumed.returncode == 2, resumed.stderr
     assert "was rolled back, which is final" in resumed.stderr
     assert calls_of(crm, "CreateRelationship") == 0
+
+
+def test_ctrl_c_while_writing_exits_3_and_says_how_to_finish(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = GROUPS[0]
+    crm = start_sandbox(seed=seed([group]), latency=0.2)
+    source, mapping = write_files(group, tmp_path)
+    process = subprocess.Popen(
+        cli_command(*import_args(source, mapping, "--concurrency", "2")),
+        cwd=tmp_path,
+        env=env_for(crm),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+        while calls_of(crm, "CreateRelationship") == 0 and time.monotonic() < deadline:
+            assert process.poll() is None, "the import ended before it wrote"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+    finally:
+        process.kill()
+        process.wait()
+    with Ledger(tmp_path / "state.sqlite") as ledger:
+        (run,) = ledger.runs()
+    assert process.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    assert f"interrupted; finish it later with: lacrm-etl resume {run.run_id}" in stderr
+
+    resumed = run_cli(crm, tmp_path, *resume_args(run.run_id))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact_end_state(crm, group, tmp_path / "out")

@@ -193,3 +193,21 @@ def test_no_command_prints_or_stores_the_api_key(crm: RunningSandbox, tmp_path: 
     assert not any(secret in sandbox_serve_output(work) for secret in SECRETS)
     assert (work / "out" / "report.csv").is_file() and (work / "state.sqlite").is_file()
     assert leaks(work) == []
+
+
+def test_key_files_from_notepad_and_powershell_work_and_a_garbled_key_is_refused(
+    crm: RunningSandbox, tmp_path: Path
+) -> None:
+    notepad, powershell, garbled = tmp_path / "n.txt", tmp_path / "p.txt", tmp_path / "g.txt"
+    notepad.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")  # UTF-8 with BOM, CRLF
+    powershell.write_bytes((KEY + "\r\n").encode("utf-16"))  # `echo KEY > p.txt`: UTF-16 BOM
+    garbled.write_text(KEY + "\u00e9", encoding="utf-8")
+    for key_file in (notepad, powershell):
+        pulled = ("contacts", "pull", "-o", f"{key_file.stem}.parquet", "--api-key-file")
+        status, output = run(crm, tmp_path, *pulled, str(key_file), key="")
+        assert status == 0, output
+    status, output = run(crm, tmp_path, "contacts", "pull", "-o", "g.parquet", "--api-key-file",
+                         str(garbled), key="")  # fmt: skip
+    assert status == 2
+    assert "characters an API key cannot have" in output
+    assert "Traceback" not in output and KEY not in output
