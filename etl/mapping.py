@@ -28,6 +28,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from etl.spreadsheet import unneutralised
+
 MATCH_MODES = ("auto", "name", "person", "company", "email", "id")
 SPLIT_MODES = ("auto", "name", "person")
 TOP_LEVEL_KEYS = ("contact1", "contact2", "note", "fuzzy")
@@ -334,13 +336,24 @@ def render_notes(rows: pl.DataFrame, template: str | None) -> pl.Series:
     if not referenced:
         text = "".join(value for _, value in parsed.parts).strip() or None
         return pl.repeat(text, rows.height, dtype=pl.String, eager=True).alias("note")
+    # Only columns holding a leading apostrophe pay for the regex (most hold none).
+    guarded = {
+        column
+        for column in referenced
+        if rows.select(pl.col(column).cast(pl.String).str.starts_with("'").any()).item()
+    }
     pieces = [
-        pl.col(value).cast(pl.String).fill_null("") if kind == "column" else pl.lit(value)
+        _column_text(value, value in guarded) if kind == "column" else pl.lit(value)
         for kind, value in parsed.parts
     ]
     everything_empty = pl.all_horizontal(pl.col(column).is_null() for column in referenced)
     text = pl.when(everything_empty).then(None).otherwise(pl.concat_str(pieces).str.strip_chars())
     return rows.select(text.cast(pl.String).alias("note")).to_series()
+
+
+def _column_text(column: str, guarded: bool) -> pl.Expr:
+    text = pl.col(column).cast(pl.String)
+    return (unneutralised(text) if guarded else text).fill_null("")
 
 
 # ---------------------------------------------------------------------------------------

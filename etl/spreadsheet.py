@@ -29,6 +29,7 @@ TEXT_FORMAT = "@"
 MIN_WIDTH, MAX_WIDTH = 6, 60
 FILTER_BUTTON_WIDTH = 3
 _FORMULA_START = "^[" + "".join(FORMULA_TRIGGERS).replace("-", r"\-") + "]"
+_NEUTRALISED = "^'(" + _FORMULA_START.removeprefix("^") + ")"
 # Control characters XML 1.0 cannot hold; openpyxl refuses them.
 _ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 # The body's font named outright: a bold Font() with no name shows in a serif fallback.
@@ -51,6 +52,12 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
         .alias(name)
         for name in text_columns
     )
+
+
+def unneutralised(text: pl.Expr) -> pl.Expr:
+    """The text a neutralised cell stood for: our report.csv, failed.csv and exports are meant
+    to be imported again, and the CRM must get the note as it was, not the guard."""
+    return text.str.replace(_NEUTRALISED, "$1")
 
 
 def neutralise_text(value: Any) -> Any:

@@ -21,6 +21,7 @@ from etl.mapping import (
     side_values,
     suggest_mapping,
 )
+from etl.spreadsheet import neutralise_formulas
 
 ROWS = pl.DataFrame(
     {
@@ -242,3 +243,16 @@ def test_suggest_mapping_quotes_awkward_names():
     assert mapping.contact1.keys == (Key("auto", ("Contact #",)),)
     assert mapping.contact2.keys == (Key("auto", ("To",)),)
     mapping.check_columns(columns)
+
+
+def test_a_note_read_back_from_our_own_reports_reaches_the_crm_as_written() -> None:
+    written = pl.DataFrame(
+        {
+            "Rel": ["=Boss", "+1 555 0100 (mobile)", "friend", "'quoted"],
+            "Notes": ["-- call", "@x", None, "ok"],
+        }
+    )
+    read_back = neutralise_formulas(written)  # what failed.csv and exports hold
+    assert read_back["Rel"][0] == "'=Boss"
+    notes = render_notes(read_back, "{Rel}: {Notes}").to_list()
+    assert notes == ["=Boss: -- call", "+1 555 0100 (mobile): @x", "friend:", "'quoted: ok"]
