@@ -119,19 +119,39 @@ def import_(
     )
     configure_logging(verbose)
     progress = show_bars(quiet)
-    ledger = Ledger(state_db)
+    ledger = _ledger(state_db)
     with user_errors():
         prepared = asyncio.run(pipeline.prepare(settings, api, ledger, progress=progress))
     for warning in prepared.info.get("warnings", []):
         click.echo(f"Warning: {warning}", err=True)
     session = Session()
+    directory = _report_directory(report_dir, prepared.run_id)
     to_create = int((prepared.plan["status"] == TO_CREATE).sum())
     if to_create:
         _confirm(prepared.run_id, prepared.plan, yes)
         ledger.set_state(prepared.run_id, "writing")
         with user_errors(prepared.run_id):
             session.write(prepared.run_id, api, ledger, progress)
-    _finish(ledger, prepared.run_id, session, report_dir, progress)
+    _finish(ledger, prepared.run_id, session, directory, progress)
+
+
+def _ledger(state_db: Path) -> Ledger:
+    with user_errors():
+        return Ledger(state_db)
+
+
+def _report_directory(report_dir: Path | None, run_id: str) -> Path:
+    """Made before anything is written, so a path that cannot hold the reports stops the run
+    while the CRM is untouched, not after the creates."""
+    directory = report_dir or Path("reports") / run_id
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(
+            f"cannot write the reports to {directory} ({error.strerror or error}); choose "
+            f"another --report-dir. Nothing was written; the plan stays as run {run_id}"
+        ) from None
+    return directory
 
 
 def _confirm(run_id: str, plan: Any, yes: bool) -> None:
@@ -165,10 +185,7 @@ class Session:
             self.timings["write"] = round(time.perf_counter() - started, 3)
 
 
-def _finish(
-    ledger: Ledger, run_id: str, session: Session, report_dir: Path | None, progress: bool
-) -> None:
-    directory = report_dir or Path("reports") / run_id
+def _finish(ledger: Ledger, run_id: str, session: Session, directory: Path, progress: bool) -> None:
     if ledger.run(run_id).state == "planned":
         ledger.set_state(run_id, "finished")
     summary, _paths, text = pipeline.final_report(
@@ -204,17 +221,18 @@ def resume(
     """
     configure_logging(verbose)
     progress = show_bars(quiet)
-    ledger = Ledger(state_db)
+    ledger = _ledger(state_db)
     session = Session()
     # Held before the plan is shown, so a run another process writes is refused up front.
     with user_errors(run_id), ledger.holding(run_id):
         write.check_writable(ledger, run_id)
         pipeline.check_unchanged(ledger, run_id)
+        directory = _report_directory(report_dir, run_id)
         plan = ledger.plan(run_id)
         _confirm(run_id, plan, yes)
         ledger.set_state(run_id, "writing")
         session.write(run_id, api, ledger, progress)
-    _finish(ledger, run_id, session, report_dir, progress)
+    _finish(ledger, run_id, session, directory, progress)
 
 
 @cli.command()
@@ -285,7 +303,7 @@ def rollback(
         lacrm-etl rollback 20261203-194112-3f9a --yes
     """
     configure_logging(verbose)
-    ledger = Ledger(state_db)
+    ledger = _ledger(state_db)
     with user_errors(run_id):
         if not yes:
             click.echo(pipeline.rollback_preview_text(ledger, run_id))

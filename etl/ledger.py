@@ -161,11 +161,18 @@ class Ledger:
         self._db = sqlite3.connect(
             self.path, isolation_level=None, timeout=30.0, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._held: set[str] = set()
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise LedgerError(
+                f"{self.path} is not a lacrm-etl ledger ({error}); name another file with "
+                "--state-db, or leave it out to use .lacrm-etl/state.sqlite"
+            ) from None
 
     def __enter__(self) -> Ledger:
         return self

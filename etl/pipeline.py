@@ -251,6 +251,10 @@ async def _existing(
 ) -> pl.DataFrame:
     if settings.existing != "ledger" and not api.key and settings.dry_run:
         info["existing_check"] = {"mode": "skipped", "why": "offline dry run: no API key"}
+        info["notes"].append(
+            "pairs the CRM already holds were not looked up (offline dry run, no API key): "
+            "they count as would_create here and will be skipped by the import"
+        )
         return _no_existing()
     candidates = _pairs_to_create(draft)
     if candidates.is_empty():

@@ -17,3 +17,12 @@ def test_runs_without_a_ledger_says_so_and_creates_none(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert result.output.startswith("No runs yet")
     assert not state_db.parent.exists()
+
+
+def test_a_state_db_that_is_not_a_ledger_is_one_line_exit_2(tmp_path: Path) -> None:
+    not_a_ledger = tmp_path / "people.csv"
+    not_a_ledger.write_text("Person,Related To\n" * 200, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["runs", "--state-db", str(not_a_ledger)])
+    assert result.exit_code == 2
+    assert "is not a lacrm-etl ledger" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

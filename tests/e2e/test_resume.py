@@ -240,3 +240,19 @@ def test_ctrl_c_while_writing_exits_3_and_says_how_to_finish(
     resumed = run_cli(crm, tmp_path, *resume_args(run.run_id))
     assert resumed.returncode == 0, resumed.stderr
     assert_exact_end_state(crm, group, tmp_path / "out")
+
+
+def test_a_report_folder_that_cannot_be_made_stops_the_import_before_any_create(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = GROUPS[1]
+    crm = start_sandbox(seed=seed([group]))
+    source, mapping = write_files(group, tmp_path)
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+
+    done = run_cli(crm, tmp_path, *import_args(source, mapping, "--report-dir", "a-file/out"))
+
+    assert done.returncode == 2, done.stderr
+    assert "cannot write the reports to a-file/out" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert calls_of(crm, "CreateRelationship") == 0
