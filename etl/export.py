@@ -68,7 +68,7 @@ async def read_relationships(
     )
 
     async def read(contact: str) -> None:
-        for relationship in await _attached(client, contact):
+        for relationship in await _attached(client, contact, named=contact_ids is not None):
             by_id.setdefault(str(relationship["RelationshipId"]), relationship)
         bar.update(1)
 
@@ -109,7 +109,8 @@ def _names_from(frame: pl.DataFrame, contacts: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-async def _attached(client: LacrmClient, contact: str) -> list[dict[str, Any]]:
+async def _attached(client: LacrmClient, contact: str, *, named: bool) -> list[dict[str, Any]]:
+    """A contact's relationships; `named`: the user gave this id, so an unknown one is an error."""
     found: list[dict[str, Any]] = []
     try:
         params = {"ContactId": contact}
@@ -117,6 +118,11 @@ async def _attached(client: LacrmClient, contact: str) -> list[dict[str, Any]]:
             async for page in pages:
                 found += [rel for rel in page if rel.get("RelationshipId")]
     except ApiError as error:
+        if named:
+            raise ExportError(
+                f"--contact {contact}: the CRM has no such contact ({error.description}); "
+                "use the 31-digit ContactId shown in LACRM. Nothing was exported"
+            ) from None
         # A contact deleted since the directory was read holds no relationships.
         log.warning("reading relationships of contact %s: %s", contact, error)
     return found

@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 
+# A create another run made first is kept `failed` with this code and reported as skipped.
+TAKEN_CODE = "already_exists"
 # A create's transition: (kind, row_id, *values); kinds are the keys of _TRANSITIONS.
 CreateChange = tuple[Any, ...]
 _TRANSITIONS = {
@@ -88,6 +90,11 @@ _TRANSITIONS = {
     "created": ("state = 'created', relationship_id = ?", "('pending', 'sending')"),
     "failed": ("state = 'failed', error_code = ?, error_text = ?", "('pending', 'sending')"),
     "pending": ("state = 'pending'", "('sending')"),
+    # Left to another run that holds the same pair: reported skipped (see TAKEN_CODE).
+    "taken": (
+        f"state = 'failed', error_code = '{TAKEN_CODE}', error_text = ?, relationship_id = ?",
+        "('pending')",
+    ),
 }
 
 OUTCOME_SCHEMA = {
@@ -109,11 +116,7 @@ class RunBusy(LedgerError):
 
 
 class PairTaken(LedgerError):
-    """Another run of this ledger created this pair, or is sending it: it is not sent again."""
-
-
-# A create another run made first is kept `failed` with this code and reported as skipped.
-TAKEN_CODE = "already_exists"
+    """Another run of this ledger is sending this pair: it is not sent twice."""
 
 
 @dataclass(frozen=True)
@@ -358,10 +361,10 @@ class Ledger:
     def apply(self, run_id: str, changes: Sequence[CreateChange]) -> set[int]:
         """Apply create transitions in one transaction (a group commit for concurrent writers).
 
-        A `sending` whose pair another run of this ledger created (and no rollback deleted), or
-        is sending right now, is not made: the row ends `failed` with TAKEN_CODE instead, and
-        its row_id is returned. The check and the mark share the transaction, so two processes
-        importing the same pairs at once cannot both send one.
+        A `sending` whose pair another run of this ledger is sending right now is not made:
+        the row is `taken` instead (see TAKEN_CODE) and its row_id returned. The check and the
+        mark share the transaction, so two processes importing the same pairs at once cannot
+        both send one.
 
         Only `sending` must survive a power cut (a lost one would let a resume send unchecked),
         so a batch without one commits without fsync; the next `sending` commit's fsync makes
@@ -388,34 +391,37 @@ class Ledger:
         return taken
 
     def _take_elsewhere(self, run_id: str, row_id: int, now: str) -> bool:
-        """If another run holds this row's pair, mark the row `failed` (TAKEN_CODE) and say so."""
-        holder = self._db.execute(
-            "SELECT other.run_id, other.state, other.relationship_id"
+        """If another run is sending this row's pair, mark the row taken and say so."""
+        holder = self._other_holder(run_id, row_id, "'sending'")
+        if holder is None:
+            return False
+        text = (
+            f"run {holder[0]} was sending this pair at the same time; `lacrm-etl runs` shows "
+            "whether it finished"
+        )
+        self._apply_one(run_id, ("taken", row_id, text, None), now)
+        return True
+
+    def created_elsewhere(self, run_id: str, row_id: int) -> tuple[str, str] | None:
+        """(run_id, RelationshipId) of another run that created this row's pair and kept it.
+
+        The ledger does not know which CRM account a run wrote to, so the writer reads the
+        pair back before leaving it to that run (see write._Writer)."""
+        holder = self._other_holder(run_id, row_id, "'created'")
+        return None if holder is None else (holder[0], holder[1])
+
+    def _other_holder(self, run_id: str, row_id: int, states: str) -> tuple[str, str] | None:
+        return self._db.execute(
+            "SELECT other.run_id, other.relationship_id"
             " FROM creates AS mine JOIN creates AS other ON"
             " (other.contact_id_1 = mine.contact_id_1 AND other.contact_id_2 = mine.contact_id_2)"
             " OR (other.contact_id_1 = mine.contact_id_2"
             " AND other.contact_id_2 = mine.contact_id_1)"
             " WHERE mine.run_id = ? AND mine.row_id = ? AND mine.state = 'pending'"
-            " AND other.run_id != mine.run_id AND other.deleted_at IS NULL"
-            " AND other.state IN ('sending', 'created')"
-            " ORDER BY other.state = 'created' DESC LIMIT 1",
+            f" AND other.run_id != mine.run_id AND other.state IN ({states})"
+            " AND other.deleted_at IS NULL LIMIT 1",
             (run_id, row_id),
         ).fetchone()
-        if holder is None:
-            return False
-        other_run, state, relationship_id = holder
-        text = (
-            f"run {other_run} created this pair as RelationshipId {relationship_id}"
-            if state == "created"
-            else f"run {other_run} was sending this pair at the same time; `lacrm-etl runs` "
-            "shows whether it finished"
-        )
-        self._db.execute(
-            "UPDATE creates SET state = 'failed', error_code = ?, error_text = ?,"
-            " relationship_id = ?, updated_at = ? WHERE run_id = ? AND row_id = ?",
-            (TAKEN_CODE, text, relationship_id, now, run_id, row_id),
-        )
-        return True
 
     def _apply_one(self, run_id: str, change: CreateChange, now: str) -> None:
         kind, row_id, *values = change
@@ -425,7 +431,7 @@ class Ledger:
         changed = self._db.execute(
             f"UPDATE creates SET {assignments}, updated_at = ?"
             f" WHERE run_id = ? AND row_id = ? AND state IN {from_states}",
-            (*[str(v) for v in values], now, run_id, row_id),
+            (*[None if v is None else str(v) for v in values], now, run_id, row_id),
         ).rowcount
         if changed != 1:
             raise LedgerError(f"run {run_id!r} row {row_id}: no create in state {from_states}")

@@ -269,6 +269,8 @@ class _Writer:
         async with self._lock_for(intent):
             if intent.state == "sending" and await self._settle(intent):
                 return
+            if intent.state == "pending" and await self._made_by_another_run(intent):
+                return
             for _ in range(MAX_SENDS_PER_CREATE):
                 if await self._send(intent):
                     return
@@ -338,6 +340,26 @@ class _Writer:
         await self.journal.change("created", intent.row_id, newest["RelationshipId"])
         self.stats.settled_created += 1
         self.stats.created += 1
+        return True
+
+    async def _made_by_another_run(self, intent: CreateIntent) -> bool:
+        """True (and recorded `taken`) if another run of the ledger made this pair and the CRM
+        holds it: an old plan resumed after the file was imported again sends nothing twice.
+        Read back first, as the ledger does not know which CRM account that run wrote to."""
+        ledger = self.journal.ledger
+        holder = await self.journal.call(
+            ledger.created_elsewhere, self.journal.run_id, intent.row_id
+        )
+        if holder is None:
+            return False
+        other_run, relationship_id = holder
+        found = [rel["RelationshipId"] for rel in await self._relationships_joining(intent)]
+        if not found:
+            return False
+        held = relationship_id if relationship_id in found else found[0]
+        text = f"run {other_run} created this pair as RelationshipId {held}"
+        await self.journal.change("taken", intent.row_id, text, held)
+        self.stats.taken += 1
         return True
 
     async def _relationships_joining(self, intent: CreateIntent) -> list[dict[str, Any]]:

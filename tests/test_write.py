@@ -413,3 +413,18 @@ def test_a_pair_a_rollback_deleted_may_be_created_again(tmp_path: Path) -> None:
         stats = run(write(crm, ledger, again))
     assert (stats.taken, stats.created) == (0, 1)
     assert crm.pairs() == Counter([frozenset((one, two))])
+
+
+def test_a_pair_another_run_created_in_another_crm_account_is_still_created(
+    tmp_path: Path,
+) -> None:
+    """The ledger does not know the account: the pair is read back before it is left out."""
+    test_account, real_account = FakeCrm(), FakeCrm()
+    one, two = uid(1), uid(2)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        rehearsal = new_run(ledger, make_plan([(one, two)]))
+        run(write(test_account, ledger, rehearsal))
+        migration = new_run(ledger, make_plan([(one, two)]))
+        stats = run(write(real_account, ledger, migration))
+    assert (stats.taken, stats.created) == (0, 1)
+    assert real_account.pairs() == Counter([frozenset((one, two))])

@@ -258,6 +258,14 @@ def test_export_of_given_contacts_only(crm, tmp_path: Path) -> None:
     assert backup.row(0, named=True)["note"] == "Married"
 
 
+def test_export_of_an_unknown_contact_is_an_error_not_an_empty_backup(crm, tmp_path: Path) -> None:
+    unknown = "9" * 31
+    result = run_cli(crm, tmp_path, "export", "-o", "one.csv", "--contact", unknown)
+    assert result.returncode == 2, result.stderr
+    assert f"--contact {unknown}: the CRM has no such contact" in result.stderr
+    assert not (tmp_path / "one.csv").exists()
+
+
 def test_export_refuses_other_formats(crm, tmp_path: Path) -> None:
     result = run_cli(crm, tmp_path, "export", "-o", "backup.json")
     assert result.returncode == 2
