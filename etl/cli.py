@@ -259,7 +259,8 @@ def report(
             Ledger(state_db), run_id, directory, progress=show_bars(quiet)
         )
     click.echo(text)
-    sys.exit(1 if summary["failed"] else 0)
+    unfinished = summary.get("state") in ("planned", "writing", "aborted")
+    sys.exit(3 if unfinished else 1 if summary["failed"] else 0)
 
 
 @cli.command()

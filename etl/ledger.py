@@ -299,7 +299,8 @@ class Ledger:
             )
 
     def outcomes(self, run_id: str) -> pl.DataFrame:
-        """Each create's outcome so far: created | failed (api_error) | pending (not settled)."""
+        """Each create's outcome so far: created, skipped (another run holds the pair), failed
+        (api_error, or interrupted: not sent or not settled yet, until a resume)."""
         self.run(run_id)
         rows = self._db.execute(
             "SELECT row_id, state, error_code, error_text, relationship_id FROM creates"
@@ -595,7 +596,13 @@ def _outcome(
     if state == "failed":
         detail = f"{code}: {text}" if code else (text or "the CRM refused it")
         return row_id, "failed", "api_error", detail, None
-    return row_id, "pending", None, None, None
+    if state == "sending":
+        detail = (
+            "the run stopped while this create was being sent; `lacrm-etl resume` reads it back"
+        )
+        return row_id, "failed", "interrupted", f"{detail} and finishes it", None
+    detail = "the run stopped before this create; `lacrm-etl resume` finishes it"
+    return row_id, "failed", "interrupted", detail, None
 
 
 def _now() -> str:

@@ -374,6 +374,7 @@ def _summary(
         "started_at": info.get("started_at"),
         "finished_at": _seconds(run.finished_at or _now()) if finished else run.finished_at,
         "timings_s": seconds,
+        "state": run.state,
         "existing_check": info.get("existing_check"),
         "contacts_snapshot": info.get("contacts_snapshot"),
         "notes": info.get("notes", []),

@@ -435,6 +435,8 @@ def _status_chart(sheet: WriteOnlyWorksheet, rows: list[tuple[str, int]]) -> Bar
 def summary_text(summary: dict[str, Any], paths: ReportPaths | None = None) -> str:
     """The closing summary printed to the terminal: counts by status and by reason."""
     title = "Dry run: nothing was written" if summary.get("dry_run") else "Import finished"
+    if summary.get("state") in ("planned", "writing", "aborted"):
+        title = f"Import not finished ({summary['state']}): `lacrm-etl resume` finishes it"
     lines = [f"{title} (run {summary['run_id']})", ""]
     width = 34
     lines.append(f"  {'rows read':<{width}}{summary['total_rows']:>9,}")

@@ -140,14 +140,17 @@ def test_create_states_and_outcomes(tmp_path: Path) -> None:
     assert counts["created"] == 1 and counts["failed"] == 1 and counts["pending"] == 0
 
 
-def test_unsettled_creates_are_pending_outcomes(tmp_path: Path) -> None:
+def test_unsettled_creates_are_failed_interrupted_until_a_resume(tmp_path: Path) -> None:
+    """A report of an interrupted run still accounts for every row with a known status."""
     with Ledger(tmp_path / "s.sqlite") as ledger:
         run_id = new_run(ledger)
         ledger.mark_sending(run_id, 0)
-        statuses = ledger.outcomes(run_id).get_column("status").to_list()
+        outcomes = ledger.outcomes(run_id)
         ledger.mark_pending(run_id, 0)
         intents = ledger.unfinished_creates(run_id)
-    assert statuses == ["pending", "pending"]
+    assert outcomes["status"].to_list() == ["failed", "failed"]
+    assert outcomes["reason"].to_list() == ["interrupted", "interrupted"]
+    assert all("lacrm-etl resume" in detail for detail in outcomes["detail"])
     assert [(i.row_id, i.state, i.sends) for i in intents] == [(0, "pending", 1), (2, "pending", 0)]
 
 

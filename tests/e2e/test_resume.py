@@ -4,6 +4,7 @@ create a pair twice)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -30,6 +31,7 @@ from tests.e2e.workload import (
 )
 
 GROUPS = make_groups(6, people=30)
+LEDGER_ARGS = ("--state-db", "state.sqlite")
 
 
 def plan_only(crm: RunningSandbox, folder: Path, source: str) -> str:
@@ -236,6 +238,13 @@ def test_ctrl_c_while_writing_exits_3_and_says_how_to_finish(
     assert process.returncode == 3, stderr
     assert "Traceback" not in stderr
     assert f"interrupted; finish it later with: lacrm-etl resume {run.run_id}" in stderr
+    reported = run_cli(crm, tmp_path, "report", run.run_id, *LEDGER_ARGS, "--report-dir", "mid")
+    assert reported.returncode == 3, reported.stderr
+    assert "Import not finished (aborted)" in reported.stdout
+    summary = json.loads((tmp_path / "mid" / "summary.json").read_text(encoding="utf-8"))
+    counted = sum(summary[status] for status in ("created", "would_create", "skipped", "failed"))
+    assert counted == summary["total_rows"] == len(group.rows())
+    assert summary["reasons"].get("failed/interrupted", 0) > 0
 
     resumed = run_cli(crm, tmp_path, *resume_args(run.run_id))
     assert resumed.returncode == 0, resumed.stderr
