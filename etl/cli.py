@@ -341,6 +341,8 @@ def contacts_pull(output: Path, api: pipeline.Api, quiet: bool, verbose: bool) -
         lacrm-etl import people.csv -m mapping.yaml --contacts contacts.parquet --dry-run
     """
     configure_logging(verbose)
+    if output.suffix.lower() != ".parquet":
+        raise BadInput(f"{output}: a snapshot is a parquet file; name it like contacts.parquet")
     with user_errors():
         count = asyncio.run(pipeline.pull_contacts(api, output, progress=show_bars(quiet)))
     click.echo(f"Saved {count:,} contacts to {output}")

@@ -120,7 +120,7 @@ def read_source(path: str, sheet: str | int | None, header_row: int) -> Table:
     else:
         raise ExtractError(
             f"{path}: unsupported file type {extension or '(no extension)'}; use .csv, .tsv, "
-            ".txt, .xlsx, .xlsm, .xls or .ods (save it from Excel as CSV or .xlsx)."
+            ".txt, .xlsx or .xlsm (save it from Excel as CSV or .xlsx)."
         )
     return table_from_grid(grid, header_row, path)
 
@@ -839,10 +839,11 @@ def fill_merges(frame: pl.DataFrame, scan: SheetScan) -> pl.DataFrame:
 
 
 def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
+    where = f"{path}, sheet {grid.sheet}" if grid.sheet else path
     cells = [name for name in grid.frame.columns if name != "row"]
     fold = columns_needing_fold(grid.frame, cells)
     frame = grid.frame.with_columns(clean_text(name, name in fold) for name in cells)
-    header = header_values(frame, cells, header_row, path)
+    header = header_values(frame, cells, header_row, where)
     # Grid rows are consecutive, so slicing (free) finds the data below the header.
     data = frame.slice(header_row - frame["row"][0] + 1)
     notes = list(grid.notes)
@@ -886,7 +887,7 @@ def clean_text(name: str, fold: bool) -> pl.Expr:
 
 def header_values(frame: pl.DataFrame, cells: list[str], header_row: int, path: str) -> list:
     if frame.height == 0:
-        raise ExtractError(f"{path}: the file is empty (no cell holds a value).")
+        raise ExtractError(f"{path}: empty, no cell holds a value; check the file, or --sheet.")
     index = header_row - frame["row"][0]
     inside = 0 <= index < frame.height
     values = list(frame.row(index)[1:]) if inside else [None] * len(cells)
@@ -894,7 +895,7 @@ def header_values(frame: pl.DataFrame, cells: list[str], header_row: int, path: 
         return values
     filled = frame.filter(~pl.all_horizontal(pl.exclude("row").is_null()))
     if filled.height == 0:
-        raise ExtractError(f"{path}: the file is empty (no cell holds a value).")
+        raise ExtractError(f"{path}: empty, no cell holds a value; check the file, or --sheet.")
     first = filled["row"][0]
     if first > header_row:
         raise ExtractError(

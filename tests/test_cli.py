@@ -26,3 +26,11 @@ def test_a_state_db_that_is_not_a_ledger_is_one_line_exit_2(tmp_path: Path) -> N
     assert result.exit_code == 2
     assert "is not a lacrm-etl ledger" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_snapshot_must_be_named_parquet(tmp_path: Path) -> None:
+    output = tmp_path / "snap.csv"
+    result = CliRunner().invoke(cli, ["contacts", "pull", "-o", str(output)])
+    assert result.exit_code == 2
+    assert "a snapshot is a parquet file" in result.output
+    assert not output.exists()

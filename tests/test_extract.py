@@ -413,3 +413,9 @@ def test_formulas_read_their_cached_values(tmp_path):
         for name, data in members.items():
             archive.writestr(name, data)
     assert values(extract([path]), "Related To") == ["BOB"]
+
+
+def test_an_empty_sheet_asked_for_by_name_is_named_in_the_error(tmp_path):
+    path = workbook(tmp_path, "a.xlsx", [["Person", "Related To"], ["Ann", "Bob"]], Empty=[])
+    with pytest.raises(ExtractError, match=r"a\.xlsx, sheet Empty: empty, no cell holds a value"):
+        extract([path], sheet="Empty")

@@ -52,7 +52,7 @@ def user_errors(run_id: str | None = None) -> Iterator[None]:
     ) as error:
         raise BadInput(str(error)) from None
     except AuthError as error:
-        raise Aborted(f"the CRM refused the API key ({error}); nothing more was written") from None
+        raise Aborted(f"{error}; nothing more was written") from None
     except LacrmError as error:
         hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
         raise Aborted(f"the CRM could not be reached or kept failing: {error}{hint}") from None
