@@ -261,7 +261,16 @@ async def _existing(
         return _no_existing()
     if settings.existing == "ledger":
         info["existing_check"] = {"mode": "ledger"}
-        return ledger.created_pairs().join(candidates, on=["pair_lo", "pair_hi"], how="semi")
+        created = ledger.created_pairs()
+        if created.is_empty():
+            warning = (
+                f"--existing ledger, but the ledger {ledger.path} holds no relationship an "
+                "earlier run created: nothing is skipped as existing (--existing check reads "
+                "the CRM instead)"
+            )
+            info["notes"].append(warning)
+            info.setdefault("warnings", []).append(warning)
+        return created.join(candidates, on=["pair_lo", "pair_hi"], how="semi")
     async with api.client() as client:
         found = await existing.existing_pairs(client, candidates, progress=progress)
         calls.update(client.calls)

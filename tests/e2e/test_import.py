@@ -142,6 +142,13 @@ def test_a_dry_run_writes_nothing_and_says_what_it_would_create(crm, tmp_path: P
     assert outcomes == expected
 
 
+def test_trusting_an_empty_ledger_is_warned_about(crm, tmp_path: Path) -> None:
+    result = run_cli(crm, tmp_path, *import_args("--dry-run", "--existing", "ledger"))
+    assert result.returncode == 1, result.stderr
+    assert "Warning: --existing ledger, but the ledger" in result.stderr
+    assert "holds no relationship an earlier run created" in result.stderr
+
+
 def test_a_wrong_api_key_aborts_with_exit_3_and_never_shows_the_key(crm, tmp_path: Path) -> None:
     wrong = "wrong-key-7f3a9c1e5b"
     result = run_cli(crm, tmp_path, *import_args("--yes"), key=wrong)
