@@ -326,7 +326,8 @@ def check_extra_cells(file: Path, text_format: TextFormat, header_row: int) -> N
             raise ExtractError(
                 f"{file}: row {number} has {len(record)} cells but the header has {width} "
                 f"columns; a value probably holds an unquoted {delimiter_name(text_format)} "
-                "inside it: put that value in double quotes (or fix the row) and import again."
+                "inside it: put that value in double quotes (or fix the row) and import again. "
+                "If lines above the header hold a title, --header-row N names the header row."
             )
 
 

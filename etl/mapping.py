@@ -105,7 +105,11 @@ class Mapping:
 
 def absent_column_message(column: str, where: str, columns: list[str]) -> str:
     closest = closest_names(column, columns)
-    hint = f" Did you mean {', '.join(quote(name) for name in closest)}?" if closest else ""
+    hint = (
+        f" Did you mean {', '.join(quote(name) for name in closest)}?"
+        if closest
+        else " If the header is not on the first row, --header-row N says which row it is."
+    )
     listing = ", ".join(quote(name) for name in columns)
     return (
         f"The mapping's {where} names the column {quote(column)}, which is not in the input."

@@ -256,3 +256,10 @@ def test_a_note_read_back_from_our_own_reports_reaches_the_crm_as_written() -> N
     assert read_back["Rel"][0] == "'=Boss"
     notes = render_notes(read_back, "{Rel}: {Notes}").to_list()
     assert notes == ["=Boss: -- call", "+1 555 0100 (mobile): @x", "friend:", "'quoted: ok"]
+
+
+def test_a_column_missing_because_the_header_is_lower_points_at_header_row() -> None:
+    mapping = parse_mapping({"contact1": "Person", "contact2": "Related To"})
+    title_row = ["Exported from OldCRM", "Column B"]
+    with pytest.raises(MappingError, match=r"--header-row N says which row it is"):
+        mapping.check_columns(title_row)
