@@ -80,9 +80,14 @@ async def existing_pairs(
     cover = vertex_cover(wanted)
     before = sum(client.calls.values())
     found: list[tuple[str, str, str]] = []
+    # The check's cost, said before it is paid: at the rate limit, reads take a while.
+    seconds = len(cover) / client.limiter.rate
+    log.info(
+        "existing check: %d reads for %d pairs, about %.0f s", len(cover), wanted.height, seconds
+    )
     bar = tqdm(
         total=len(cover),
-        desc="Checking existing pairs",
+        desc=f"Checking existing pairs ({len(cover):,} reads, about {_duration(seconds)})",
         unit=" contacts",
         file=sys.stderr,
         disable=not progress,
@@ -178,3 +183,7 @@ class _Graph:
 
     def incident(self, node: int) -> list[int]:
         return self.incident_edges[self.offsets[node] : self.offsets[node + 1]]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"

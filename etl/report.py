@@ -455,6 +455,12 @@ def summary_text(summary: dict[str, Any], paths: ReportPaths | None = None) -> s
     if calls:
         listed = ", ".join(f"{name} {n:,}" for name, n in sorted(calls.items()))
         lines += ["", f"  API calls: {listed}"]
+    check = summary.get("existing_check") or {}
+    if check.get("mode") == "check":
+        lines.append(
+            f"  Existing-pairs check: {check['reads']:,} reads for {check['pairs']:,} pairs "
+            f"(one read per contact would be {check['naive_reads']:,})"
+        )
     notes = summary.get("notes") or []
     if notes:
         lines += ["", *(f"  Note: {note}" for note in notes)]
