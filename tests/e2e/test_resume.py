@@ -52,6 +52,26 @@ def resume(
     return run_cli(crm, cwd, *args, *FAST)
 
 
+def start_import(crm: RunningSandbox, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """The CLI in the background, its stderr kept."""
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=cwd,
+        env=env_for(crm),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_the_first_create(crm: RunningSandbox, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+    while calls_of(crm, "CreateRelationship") == 0 and time.monotonic() < deadline:
+        assert process.poll() is None, "the import ended before it wrote"
+        time.sleep(0.01)
+
+
 def test_resume_from_another_working_folder_finds_the_inputs(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
@@ -100,20 +120,9 @@ def test_a_second_process_cannot_write_a_run_while_the_first_writes_it(
     crm = start_sandbox(seed=seed([group]), latency=0.25)  # slow enough to overlap
     source, mapping = write_files(group, tmp_path)
     slow = [*import_args(source, mapping), "--concurrency", "2"]
-    first = subprocess.Popen(
-        cli_command(*slow),
-        cwd=tmp_path,
-        env=env_for(crm),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_import(crm, tmp_path, *slow)
     try:
-        deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
-        while calls_of(crm, "CreateRelationship") == 0 and time.monotonic() < deadline:
-            assert first.poll() is None, "the import ended before it wrote"
-            time.sleep(0.01)
+        wait_for_the_first_create(crm, first)
         with Ledger(tmp_path / "state.sqlite") as ledger:
             (run,) = ledger.runs()
 
@@ -163,15 +172,7 @@ def test_two_imports_of_one_file_at_once_create_each_pair_once(
     crm = start_sandbox(seed=seed([group]), latency=0.05)
     source, mapping = write_files(group, tmp_path)
     both = [
-        subprocess.Popen(
-            cli_command(*import_args(source, mapping, "--report-dir", f"out{n}")),
-            cwd=tmp_path,
-            env=env_for(crm),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_import(crm, tmp_path, *import_args(source, mapping, "--report-dir", f"out{n}"))
         for n in (1, 2)
     ]
     try:
@@ -214,20 +215,9 @@ def test_ctrl_c_while_writing_exits_3_and_says_how_to_finish(
     group = GROUPS[0]
     crm = start_sandbox(seed=seed([group]), latency=0.2)
     source, mapping = write_files(group, tmp_path)
-    process = subprocess.Popen(
-        cli_command(*import_args(source, mapping, "--concurrency", "2")),
-        cwd=tmp_path,
-        env=env_for(crm),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_import(crm, tmp_path, *import_args(source, mapping, "--concurrency", "2"))
     try:
-        deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
-        while calls_of(crm, "CreateRelationship") == 0 and time.monotonic() < deadline:
-            assert process.poll() is None, "the import ended before it wrote"
-            time.sleep(0.01)
+        wait_for_the_first_create(crm, process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
     finally:
