@@ -375,6 +375,8 @@ class SheetScan:
     dates: list[tuple[int, int, str]] = field(default_factory=list)  # (row, col, kind)
     booleans: list[tuple[int, int]] = field(default_factory=list)
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)  # r1, c1, r2, c2
+    formulas: list[tuple[int, int]] = field(default_factory=list)
+    errors: int = 0  # cells holding an error value (#REF!, #N/A...): they read as empty
 
 
 def read_workbook(file: Path, sheet: str | int | None) -> Grid:
@@ -385,6 +387,17 @@ def read_workbook(file: Path, sheet: str | int | None) -> Grid:
         chosen, values, notes = choose_sheet(file, sheets, sheet)
         scan = scan_sheet(archive, chosen.path, date_styles)
     frame = grid_frame(values, scan)
+    uncalculated = empty_formula_cells(frame, scan)
+    if uncalculated:
+        notes.append(
+            f"{uncalculated:,} formula cells hold no calculated value (the workbook was saved "
+            "by a program that does not calculate formulas) and read as empty: open it in "
+            "Excel, save it, and import it again"
+        )
+    if scan.errors:
+        notes.append(
+            f"{scan.errors:,} cells hold an Excel error (#REF!, #N/A...) and read as empty"
+        )
     return Grid(
         frame=frame,
         sheet=chosen.name,
@@ -628,6 +641,7 @@ _ROW = f"{_MAIN_NS}}}row"
 _VALUE = f"{_MAIN_NS}}}v"
 _INLINE = f"{_MAIN_NS}}}is"
 _MERGE = f"{_MAIN_NS}}}mergeCell"
+_FORMULA = f"{_MAIN_NS}}}f"
 
 
 class _SheetScanner:
@@ -655,11 +669,16 @@ class _SheetScanner:
             self.row = int(number) if number else self.row + 1
             self.row_has_value = False
             self.cells_in_row = 0
+        elif tag == _FORMULA:
+            if self.cell is not None:
+                self.scan.formulas.append((self.row, self.column(self.cell.get("r"))))
         elif tag == _MERGE:
             self.merge(attributes.get("ref", ""))
 
     def valued(self, cell: dict[str, str]) -> None:
         cell_type = cell.get("t")
+        if cell_type == "e":
+            self.scan.errors += 1
         numeric = cell_type is None or cell_type == "n"
         if not (numeric or cell_type == "b" or not self.row_has_value):
             return
@@ -742,6 +761,21 @@ def scan_frame(cells: list[tuple], scan: SheetScan, kind: bool = False) -> pl.Da
     schema = {"row": pl.Int64, "col": pl.Int64} | ({"kind": pl.String} if kind else {})
     frame = pl.DataFrame(cells, schema=schema, orient="row")
     return frame.with_columns(pl.col("col") - scan.first_col)
+
+
+def empty_formula_cells(frame: pl.DataFrame, scan: SheetScan) -> int:
+    """Formula cells that read as empty: Excel stores each formula's value; other programs
+    may not, and then the cell holds nothing to import."""
+    if not scan.formulas:
+        return 0
+    cells = scan_frame(scan.formulas, scan)
+    count = 0
+    for (col,), rows in cells.group_by("col"):
+        name = f"c{col}"
+        if name in frame.columns:
+            at = frame.filter(pl.col("row").is_in(rows["row"].implode()))
+            count += at[name].null_count()
+    return count
 
 
 def grid_frame(values: pl.DataFrame, scan: SheetScan) -> pl.DataFrame:

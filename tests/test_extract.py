@@ -419,3 +419,19 @@ def test_an_empty_sheet_asked_for_by_name_is_named_in_the_error(tmp_path):
     path = workbook(tmp_path, "a.xlsx", [["Person", "Related To"], ["Ann", "Bob"]], Empty=[])
     with pytest.raises(ExtractError, match=r"a\.xlsx, sheet Empty: empty, no cell holds a value"):
         extract([path], sheet="Empty")
+
+
+def test_formulas_never_calculated_and_error_cells_are_named_in_the_notes(tmp_path):
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Person", "Related To", "Notes"])
+    sheet.append(["Ann", "Bob", "=A2&B2"])  # openpyxl stores no calculated value
+    sheet.append(["Carl", "Dee", "#REF!"])
+    sheet["C3"].data_type = "e"
+    sheet.append(["Eve", "Fay", "fine"])
+    path = tmp_path / "a.xlsx"
+    book.save(path)
+    extracted = extract([path])
+    assert values(extracted, "Notes") == [None, None, "fine"]
+    assert any("1 formula cells hold no calculated value" in note for note in extracted.notes)
+    assert any("1 cells hold an Excel error" in note for note in extracted.notes)
