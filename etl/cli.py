@@ -21,7 +21,7 @@ from etl.commands.options import (
     state_db_option,
     user_errors,
 )
-from etl.ledger import Ledger
+from etl.ledger import UNFINISHED_STATES, Ledger
 from etl.plan import TO_CREATE
 from etl.progress import configure_logging, show_bars
 from etl.sandbox.cli import sandbox
@@ -259,7 +259,7 @@ def report(
             Ledger(state_db), run_id, directory, progress=show_bars(quiet)
         )
     click.echo(text)
-    unfinished = summary.get("state") in ("planned", "writing", "aborted")
+    unfinished = summary.get("state") in UNFINISHED_STATES
     sys.exit(3 if unfinished else 1 if summary["failed"] else 0)
 
 

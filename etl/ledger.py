@@ -29,6 +29,7 @@ import polars as pl
 DEFAULT_LEDGER_PATH = Path(".lacrm-etl/state.sqlite")
 RUN_STATES = ("planned", "writing", "finished", "aborted", "rolled_back")
 TERMINAL_STATES = ("finished", "aborted", "rolled_back")
+UNFINISHED_STATES = ("planned", "writing", "aborted")  # `resume` has creates left to do
 CREATE_STATES = ("pending", "sending", "created", "failed")
 TO_CREATE = "to_create"
 SCHEMA_VERSION = 1
@@ -393,7 +394,7 @@ class Ledger:
 
     def _take_elsewhere(self, run_id: str, row_id: int, now: str) -> bool:
         """If another run is sending this row's pair, mark the row taken and say so."""
-        holder = self._other_holder(run_id, row_id, "'sending'")
+        holder = self._other_holder(run_id, row_id, "sending")
         if holder is None:
             return False
         text = (
@@ -408,10 +409,10 @@ class Ledger:
 
         The ledger does not know which CRM account a run wrote to, so the writer reads the
         pair back before leaving it to that run (see write._Writer)."""
-        holder = self._other_holder(run_id, row_id, "'created'")
-        return None if holder is None else (holder[0], holder[1])
+        return self._other_holder(run_id, row_id, "created")
 
-    def _other_holder(self, run_id: str, row_id: int, states: str) -> tuple[str, str] | None:
+    def _other_holder(self, run_id: str, row_id: int, state: str) -> tuple[str, str] | None:
+        """(run_id, RelationshipId) of another run holding this pending row's pair in `state`."""
         return self._db.execute(
             "SELECT other.run_id, other.relationship_id"
             " FROM creates AS mine JOIN creates AS other ON"
@@ -419,9 +420,9 @@ class Ledger:
             " OR (other.contact_id_1 = mine.contact_id_2"
             " AND other.contact_id_2 = mine.contact_id_1)"
             " WHERE mine.run_id = ? AND mine.row_id = ? AND mine.state = 'pending'"
-            f" AND other.run_id != mine.run_id AND other.state IN ({states})"
+            " AND other.run_id != mine.run_id AND other.state = ?"
             " AND other.deleted_at IS NULL LIMIT 1",
-            (run_id, row_id),
+            (run_id, row_id, state),
         ).fetchone()
 
     def _apply_one(self, run_id: str, change: CreateChange, now: str) -> None:

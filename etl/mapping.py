@@ -341,11 +341,11 @@ def render_notes(rows: pl.DataFrame, template: str | None) -> pl.Series:
         text = "".join(value for _, value in parsed.parts).strip() or None
         return pl.repeat(text, rows.height, dtype=pl.String, eager=True).alias("note")
     # Only columns holding a leading apostrophe pay for the regex (most hold none).
-    guarded = {
-        column
-        for column in referenced
-        if rows.select(pl.col(column).cast(pl.String).str.starts_with("'").any()).item()
-    }
+    distinct = list(dict.fromkeys(referenced))
+    starts_quoted = rows.select(
+        pl.col(column).cast(pl.String).str.starts_with("'").any() for column in distinct
+    ).row(0)
+    guarded = {column for column, quoted in zip(distinct, starts_quoted, strict=True) if quoted}
     pieces = [
         _column_text(value, value in guarded) if kind == "column" else pl.lit(value)
         for kind, value in parsed.parts

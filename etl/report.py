@@ -24,6 +24,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from tqdm import tqdm
 
 from etl import spreadsheet
+from etl.ledger import UNFINISHED_STATES
 from etl.spreadsheet import EXCEL_MAX_DATA_ROWS, neutralise_formulas, neutralise_text
 
 OUTCOME_COLUMNS = [
@@ -435,7 +436,7 @@ def _status_chart(sheet: WriteOnlyWorksheet, rows: list[tuple[str, int]]) -> Bar
 def summary_text(summary: dict[str, Any], paths: ReportPaths | None = None) -> str:
     """The closing summary printed to the terminal: counts by status and by reason."""
     title = "Dry run: nothing was written" if summary.get("dry_run") else "Import finished"
-    if summary.get("state") in ("planned", "writing", "aborted"):
+    if summary.get("state") in UNFINISHED_STATES:
         title = f"Import not finished ({summary['state']}): `lacrm-etl resume` finishes it"
     lines = [f"{title} (run {summary['run_id']})", ""]
     width = 34

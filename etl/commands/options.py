@@ -54,13 +54,17 @@ def user_errors(run_id: str | None = None) -> Iterator[None]:
     except AuthError as error:
         raise Aborted(f"{error}; nothing more was written") from None
     except LacrmError as error:
-        hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
-        raise Aborted(f"the CRM could not be reached or kept failing: {error}{hint}") from None
+        raise Aborted(
+            f"the CRM could not be reached or kept failing: {error}{_resume_hint(run_id)}"
+        ) from None
     except OSError as error:
         raise BadInput(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
     except KeyboardInterrupt:
-        hint = f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
-        raise Aborted(f"interrupted{hint}") from None
+        raise Aborted(f"interrupted{_resume_hint(run_id)}") from None
+
+
+def _resume_hint(run_id: str | None) -> str:
+    return f"; finish it later with: lacrm-etl resume {run_id}" if run_id else ""
 
 
 def api_options(command: F) -> F:
