@@ -238,6 +238,61 @@ def test_any_text_round_trips(tmp_path, cells, delimiter):
     assert values(extracted, "row") == list(range(2, len(cells) + 2))
 
 
+# Rust's whitespace (what polars strips), and the folds extract promises.
+RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+RUST_WHITESPACE += "\u2028\u2029\u202f\u205f\u3000"
+FOLDS = {"\u00a0": " ", "\u2007": " ", "\u202f": " ", "\u200b": "", "\ufeff": ""}
+
+
+def cleaned(cell: str) -> str | None:
+    for char, replacement in FOLDS.items():
+        cell = cell.replace(char, replacement)
+    return cell.strip(RUST_WHITESPACE) or None
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cells=st.lists(
+        st.lists(
+            st.text(alphabet="ab \t\u00a0\u2007\u202f\u200b\ufeff\u3000’€é", max_size=6),
+            min_size=2,
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
+)
+def test_every_cell_trimmed_and_folded_in_any_encoding(tmp_path, cells, encoding):
+    lines = ["Person,Related To"]
+    lines += [",".join('"' + cell + '"' for cell in row) for row in cells]
+    path = write(tmp_path, "spaces.csv", "\n".join(lines) + "\n", encoding)
+    expected = [tuple(cleaned(cell) for cell in row) for row in cells]
+    data = [row for row in expected if any(row)]
+    if not data:
+        with pytest.raises(ExtractError, match="no data rows"):
+            extract([path])
+        return
+    extracted = extract([path])
+    assert extracted.rows.select("Person", "Related To").rows() == data
+    assert extracted.blank_rows == len(expected) - len(data)
+
+
+@pytest.mark.parametrize("common", ["O’Brien", "5 €", "© ACME"])
+def test_a_fold_far_behind_many_other_multibyte_characters_is_still_folded(tmp_path, common):
+    rows = [f"{common} {number},Bob" for number in range(600)] + ["Ann\u00a0Lee,Dee\u200b"]
+    extracted = extract([write(tmp_path, "a.csv", "Person,Related To\n" + "\n".join(rows))])
+    assert values(extracted, "Person")[-1] == "Ann Lee"
+    assert values(extracted, "Related To")[-1] == "Dee"
+
+
+def test_a_non_breaking_space_in_a_windows_1252_file_is_folded(tmp_path):
+    path = write(tmp_path, "a.csv", "Person,Related To\nAnn\u00a0Lee,Bob\xa0\n", "cp1252")
+    extracted = extract([path])
+    assert values(extracted, "Person") == ["Ann Lee"]
+    assert values(extracted, "Related To") == ["Bob"]
+
+
 # --- workbooks ------------------------------------------------------------------------
 
 
