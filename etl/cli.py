@@ -131,7 +131,7 @@ def import_(
         _confirm(prepared.run_id, prepared.plan, yes)
         ledger.set_state(prepared.run_id, "writing")
         with user_errors(prepared.run_id):
-            session.write(prepared.run_id, api, ledger, progress)
+            session.write(prepared.run_id, api, ledger, progress, resuming=False)
     _finish(ledger, prepared.run_id, session, directory, progress)
 
 
@@ -177,10 +177,13 @@ class Session:
         self.calls: Counter[str] = Counter()
         self.timings: dict[str, float] = {}
 
-    def write(self, run_id: str, api: pipeline.Api, ledger: Ledger, progress: bool) -> None:
+    def write(
+        self, run_id: str, api: pipeline.Api, ledger: Ledger, progress: bool, resuming: bool
+    ) -> None:
         started = time.perf_counter()
         try:
-            self.calls += asyncio.run(pipeline.write_run(run_id, api, ledger, progress=progress))
+            written = pipeline.write_run(run_id, api, ledger, progress=progress, recheck=resuming)
+            self.calls += asyncio.run(written)
         finally:
             self.timings["write"] = round(time.perf_counter() - started, 3)
 
@@ -213,7 +216,9 @@ def resume(
 ) -> None:
     """Finish an interrupted run: create what is left, exactly once, and write the reports.
 
-    Refuses if the input files changed since the plan was made.
+    Refuses if the input files changed since the plan was made. The pairs left to create are
+    first looked up in the CRM again (unless the plan used --existing ledger): those made
+    since the plan, by hand or by another tool, are skipped as already_exists.
 
     \b
     Example:
@@ -231,7 +236,7 @@ def resume(
         plan = ledger.plan(run_id)
         _confirm(run_id, plan, yes)
         ledger.set_state(run_id, "writing")
-        session.write(run_id, api, ledger, progress)
+        session.write(run_id, api, ledger, progress, resuming=True)
     _finish(ledger, run_id, session, directory, progress)
 
 

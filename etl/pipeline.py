@@ -302,12 +302,14 @@ def _status_counts(plan: pl.DataFrame) -> str:
 
 
 async def write_run(
-    prepared_run_id: str, api: Api, ledger: Ledger, *, progress: bool
+    prepared_run_id: str, api: Api, ledger: Ledger, *, progress: bool, recheck: bool = False
 ) -> Counter[str]:
     with stage("Writing", progress=False, unit=" calls") as writing:
         async with api.client() as client:
             try:
-                await write.execute(client, ledger, prepared_run_id, progress=progress)
+                await write.execute(
+                    client, ledger, prepared_run_id, progress=progress, recheck=recheck
+                )
             finally:
                 calls = Counter(client.calls)
                 writing.done(sum(calls.values()))

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import polars as pl
 from tqdm import tqdm
 
+from etl.existing import ATTACHED, EXTRA_WORKERS, existing_pairs
 from etl.lacrm import ApiError, LacrmClient, TransientError, run_pool
 from etl.ledger import (
     CreateChange,
@@ -33,10 +34,8 @@ from etl.ledger import (
     RunInfo,
 )
 
-ATTACHED = "GetRelationshipsAttachedToContact"
 MAX_SENDS_PER_CREATE = 8
 SETTLE_GRACE_SECONDS = 5.0
-EXTRA_WORKERS = 2
 Result = TypeVar("Result")
 
 
@@ -56,6 +55,8 @@ class WriteStats:
     settled_absent: int = 0
     settle_reads: int = 0
     taken: int = 0  # left to another run of the ledger that holds the same pair
+    found_on_resume: int = 0  # pending pairs the CRM came to hold after the plan was made
+    recheck_reads: int = 0
     seconds: float = 0.0
 
     @property
@@ -84,16 +85,24 @@ PREVIEW_SCHEMA = {
 
 
 async def execute(
-    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool = False
+    client: LacrmClient,
+    ledger: Ledger,
+    run_id: str,
+    *,
+    progress: bool = False,
+    recheck: bool = False,
 ) -> WriteStats:
     """Create every unfinished create of the run exactly once; the run ends `finished`.
+
+    With `recheck` (a resume: the plan may be days old), pending pairs are first looked up in
+    the CRM again when the plan looked them up, and those it now holds are skipped as existing.
 
     Raises AuthError, Unreachable, RateLimited or TransientError (the CRM kept failing): the run
     is left `aborted`, and calling `execute` again resumes it. Raises RunBusy, touching nothing,
     while another process writes or rolls back the same run.
     """
     with ledger.holding(run_id):
-        return await _execute(client, ledger, run_id, progress=progress)
+        return await _execute(client, ledger, run_id, progress=progress, recheck=recheck)
 
 
 def check_writable(ledger: Ledger, run_id: str) -> RunInfo:
@@ -107,13 +116,18 @@ def check_writable(ledger: Ledger, run_id: str) -> RunInfo:
 
 
 async def _execute(
-    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool
+    client: LacrmClient, ledger: Ledger, run_id: str, *, progress: bool, recheck: bool
 ) -> WriteStats:
     info = check_writable(ledger, run_id)
     intents = ledger.unfinished_creates(run_id)
     counts = info.counts
     total = counts["pending"] + counts["sending"] + counts["created"] + counts["failed"]
-    stats = WriteStats(already_final=total - len(intents))
+    stats = WriteStats()
+    if recheck and _checked(info):
+        intents = await _skip_pairs_made_since_the_plan(
+            client, ledger, run_id, intents, stats, progress=progress
+        )
+    stats.already_final = total - len(intents)
     ledger.set_state(run_id, "writing")
     started = time.perf_counter()
     with _bar(progress, total, stats.already_final, "creating") as bar:
@@ -135,6 +149,49 @@ async def _execute(
             stats.seconds = time.perf_counter() - started
     ledger.set_state(run_id, "finished")
     return stats
+
+
+async def _skip_pairs_made_since_the_plan(
+    client: LacrmClient,
+    ledger: Ledger,
+    run_id: str,
+    intents: list[CreateIntent],
+    stats: WriteStats,
+    *,
+    progress: bool,
+) -> list[CreateIntent]:
+    """Mark `taken` the pending creates whose pair the CRM holds now; the others, to do.
+
+    Pairs made by hand, or by a run of another ledger, since the plan would otherwise be
+    created a second time. `sending` creates are left to be read back one by one.
+    """
+    pending = [intent for intent in intents if intent.state == "pending"]
+    if not pending:
+        return intents
+    pairs = pl.DataFrame(
+        [(intent.contact_id_1, intent.contact_id_2) for intent in pending],
+        schema={"pair_lo": pl.String, "pair_hi": pl.String},
+        orient="row",
+    )
+    existing = await existing_pairs(client, pairs, progress=progress)
+    stats.recheck_reads = existing.reads
+    held = {(lo, hi): found for lo, hi, found in existing.frame.iter_rows()}
+    changes: list[CreateChange] = []
+    for intent in pending:
+        ends = sorted((intent.contact_id_1, intent.contact_id_2))
+        relationship_id = held.get((ends[0], ends[1]))
+        if relationship_id is not None:
+            text = (
+                f"the CRM came to hold this pair after the plan was made (RelationshipId "
+                f"{relationship_id}); it was not created twice"
+            )
+            changes.append(("taken", intent.row_id, text, relationship_id))
+    if not changes:
+        return intents
+    ledger.apply(run_id, changes)
+    stats.found_on_resume = len(changes)
+    done = {change[1] for change in changes}
+    return [intent for intent in intents if intent.row_id not in done]
 
 
 def rollback_preview(ledger: Ledger, run_id: str) -> pl.DataFrame:

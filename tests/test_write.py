@@ -147,9 +147,11 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout=15))
 
 
-async def write(crm: FakeCrm, ledger: Ledger, run_id: str, **options: Any) -> Any:
+async def write(
+    crm: FakeCrm, ledger: Ledger, run_id: str, *, recheck: bool = False, **options: Any
+) -> Any:
     async with client_for(crm, **options) as client:
-        return await execute(client, ledger, run_id)
+        return await execute(client, ledger, run_id, recheck=recheck)
 
 
 async def undo(crm: FakeCrm, ledger: Ledger, run_id: str) -> Any:
@@ -287,6 +289,38 @@ def test_settling_ignores_relationships_the_ledger_accounts_for_or_with_another_
     assert (stats.settled_absent, stats.sends) == (2, 2)
     assert len(crm.relationships) == 4
     assert [crm.relationships[rid]["Note"] for rid in created] == ["same", "imported"]
+
+
+def test_a_resume_skips_the_pairs_the_crm_came_to_hold_after_the_plan(tmp_path: Path) -> None:
+    crm = FakeCrm()
+    pairs = [(uid(1), uid(100 + n)) for n in range(6)]  # one company, six people
+    plan = make_plan(pairs)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = new_run(ledger, plan)
+        made_elsewhere = {1: crm.add(*pairs[1]), 4: crm.add(pairs[4][1], pairs[4][0])}
+        stats = run(write(crm, ledger, run_id, recheck=True))
+        outcomes = ledger.outcomes(run_id)
+        assert crm.pairs() == Counter(frozenset(pair) for pair in pairs)
+        # A rollback deletes what the run made, never what it found.
+        run(undo(crm, ledger, run_id))
+    assert (stats.found_on_resume, stats.sends, stats.recheck_reads) == (2, 4, 1)
+    skipped = outcomes.filter(pl.col("status") == "skipped")
+    assert skipped.get_column("row_id").to_list() == [1, 4]
+    assert skipped.get_column("reason").to_list() == ["already_exists"] * 2
+    assert skipped.get_column("relationship_id").to_list() == list(made_elsewhere.values())
+    assert crm.pairs() == Counter(frozenset(pairs[row]) for row in made_elsewhere)
+
+
+def test_a_resume_of_a_plan_that_trusted_the_ledger_does_not_read_the_crm(tmp_path: Path) -> None:
+    crm = FakeCrm()
+    pairs = star_pairs(3)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = ledger.create_run(
+            settings={"existing": "ledger"}, fingerprint={}, plan=make_plan(pairs), dry_run=False
+        )
+        stats = run(write(crm, ledger, run_id, recheck=True))
+    assert (stats.recheck_reads, stats.sends, stats.settle_reads) == (0, 3, 0)
+    assert crm.requests["GetRelationshipsAttachedToContact"] == 0
 
 
 def test_after_a_checked_plan_a_reworded_note_is_still_ours(tmp_path: Path) -> None:

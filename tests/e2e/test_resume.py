@@ -165,6 +165,32 @@ def test_an_old_plan_resumed_after_the_file_was_imported_again_creates_nothing_t
     assert report_reasons(tmp_path / "out" / "report.csv") == already
 
 
+def test_an_old_plan_resumed_after_another_ledger_imported_the_file_creates_nothing_twice(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    group = GROUPS[5]
+    crm = start_sandbox(seed=seed([group]))
+    source, mapping = write_files(group, tmp_path)
+    old_plan = plan_only(crm, tmp_path, source.name)
+    elsewhere = ["--state-db", "elsewhere.sqlite", "--report-dir", "out-elsewhere"]
+    imported = run_cli(crm, tmp_path, *import_args(source, mapping), *elsewhere)
+    assert imported.returncode == 0, imported.stderr
+    creates = calls_of(crm, "CreateRelationship")
+    assert creates > 0
+
+    resumed = resume(crm, tmp_path, tmp_path / "state.sqlite", old_plan)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert calls_of(crm, "CreateRelationship") == creates
+    assert held(crm, group) == group.expected()
+    assert crm.state()["duplicate_pairs"] == []
+    wanted = [reason for *_, reason in group.rows()]
+    already = ["already_exists" if reason == "created" else reason for reason in wanted]
+    assert report_reasons(tmp_path / "out" / "report.csv") == already
+    report = (tmp_path / "out" / "report.csv").read_text(encoding="utf-8")
+    assert report.count("came to hold this pair after the plan was made") == creates
+
+
 def test_two_imports_of_one_file_at_once_create_each_pair_once(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
