@@ -180,12 +180,17 @@ async def _skip_pairs_made_since_the_plan(
     for intent in pending:
         ends = sorted((intent.contact_id_1, intent.contact_id_2))
         relationship_id = held.get((ends[0], ends[1]))
-        if relationship_id is not None:
+        if relationship_id is None:
+            continue
+        holder = ledger.created_elsewhere(run_id, intent.row_id)
+        if holder is not None and holder[1] == relationship_id:
+            text = _made_by_run_text(holder[0], relationship_id)
+        else:
             text = (
                 f"the CRM came to hold this pair after the plan was made (RelationshipId "
                 f"{relationship_id}); it was not created twice"
             )
-            changes.append(("taken", intent.row_id, text, relationship_id))
+        changes.append(("taken", intent.row_id, text, relationship_id))
     if not changes:
         return intents
     ledger.apply(run_id, changes)
@@ -414,7 +419,7 @@ class _Writer:
         if not found:
             return False
         held = relationship_id if relationship_id in found else found[0]
-        text = f"run {other_run} created this pair as RelationshipId {held}"
+        text = _made_by_run_text(other_run, held)
         await self.journal.change("taken", intent.row_id, text, held)
         self.stats.taken += 1
         return True
@@ -469,6 +474,10 @@ class _Deleter:
         except ApiError:
             return False
         return True
+
+
+def _made_by_run_text(run_id: str, relationship_id: str) -> str:
+    return f"run {run_id} created this pair as RelationshipId {relationship_id}"
 
 
 def _workers(client: LacrmClient) -> int:
