@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 
+_LOCK_TIMEOUT_SECONDS = 30.0
 # A create another run made first is kept `failed` with this code and reported as skipped.
 TAKEN_CODE = "already_exists"
 # A create's transition: (kind, row_id, *values); kinds are the keys of _TRANSITIONS.
@@ -163,11 +165,11 @@ class Ledger:
         # The write phase journals from one worker thread so fsyncs never stall the event loop;
         # callers never use the connection from two threads at once.
         self._db = sqlite3.connect(
-            self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+            self.path, isolation_level=None, timeout=_LOCK_TIMEOUT_SECONDS, check_same_thread=False
         )
         self._held: set[str] = set()
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -177,6 +179,19 @@ class Ledger:
                 f"{self.path} is not a lacrm-etl ledger ({error}); name another file with "
                 "--state-db, or leave it out to use .lacrm-etl/state.sqlite"
             ) from None
+
+    def _use_wal(self) -> None:
+        """Switch to WAL. Two processes opening a new ledger at once can make the switch fail
+        at once with "database is locked": SQLite calls no busy handler for it, so retry."""
+        deadline = time.monotonic() + _LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def __enter__(self) -> Ledger:
         return self

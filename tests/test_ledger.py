@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -338,3 +340,23 @@ def test_one_process_at_a_time_holds_a_run_and_a_killed_holder_lets_go(tmp_path:
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def _open_when_released(path: str, barrier: Any) -> str:
+    barrier.wait()
+    try:
+        Ledger(path).close()
+    except LedgerError as error:
+        return str(error)
+    return ""
+
+
+def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_it(tmp_path: Path) -> None:
+    """Two imports started together used to fail one with "database is locked"."""
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        for attempt in range(15):
+            path = str(tmp_path / f"new-{attempt}.sqlite")
+            barrier = manager.Barrier(4)
+            errors = pool.starmap(_open_when_released, [(path, barrier)] * 4)
+            assert errors == [""] * 4

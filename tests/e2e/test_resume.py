@@ -194,7 +194,7 @@ def test_two_imports_of_one_file_at_once_create_each_pair_once(
         for process in both:
             process.kill()
             process.wait()
-    assert codes == [0, 0]
+    assert codes == [0, 0], [process.stderr.read() for process in both if process.stderr]
     to_create = sum(reason == "created" for *_, reason in group.rows())
     assert calls_of(crm, "CreateRelationship") == to_create
     assert held(crm, group) == group.expected()
