@@ -20,6 +20,8 @@ NAME_KINDS = ("name", "person", "company")
 
 FUZZY_MARGIN = 5.0  # the best fuzzy candidate must beat the runner-up by this many points
 DID_YOU_MEAN_CUTOFF = 60.0
+# Emails differ by a letter or two when mistyped; at 60 "jim@x.com" would suggest "tim@y.com".
+EMAIL_DID_YOU_MEAN_CUTOFF = 80.0
 DID_YOU_MEAN_LIMIT = 3
 AMBIGUOUS_SHOWN = 5
 _FUZZY_LIMIT = 8  # keys per query per block: enough for the top few distinct contacts
@@ -152,7 +154,7 @@ def _sorted_tokens(key: pl.Expr) -> pl.Expr:
     return key.str.split(" ").list.sort().list.join(" ")
 
 
-_BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b", "word_low", "word_high")
+_BLOCK_COLUMNS = ("broad", "narrow_a", "narrow_b", "word_low", "word_high", "local", "domain")
 _DID_YOU_MEAN_BLOCKS = ("narrow_a", "narrow_b")
 # The word blocks catch a typo in the first letter of the other word ("Jon hSmith").
 _FUZZY_BLOCKS = ("broad", "word_low", "word_high")
@@ -180,6 +182,26 @@ def _with_blocks(frame: pl.DataFrame, key: str) -> pl.DataFrame:
         word_low="w:" + low.str.slice(0, 3),
         word_high="w:" + high.str.slice(0, 3),
     ).drop("_first", "_last", "_low", "_high")
+
+
+_EMAIL_BLOCKS = ("local", "domain")
+
+
+def _with_email_blocks(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """local: the part before the @ (a typo in the domain); domain: the domain and the first
+    letter of the local part (a typo after the first letter)."""
+    local = pl.col(key).str.extract(r"^(.+)@")
+    domain = pl.col(key).str.extract(r"@([^@]+)$")
+    return frame.with_columns(
+        local="l:" + local, domain="d:" + local.str.slice(0, 1) + "@" + domain
+    )
+
+
+def email_address(text: pl.Expr) -> pl.Expr:
+    """The address in "Jane Doe <jane@x.com>" (as mail programs copy it) or "mailto:jane@x.com";
+    otherwise the text as it is."""
+    inner = text.str.extract(r"<\s*([^<>\s]+@[^<>\s]+)\s*>")
+    return pl.coalesce(inner, text).str.replace(r"^(?i:mailto:)", "")
 
 
 # ---------------------------------------------------------------- the index
@@ -264,6 +286,13 @@ class ContactIndex:
         every name matches exactly or normalised never pays for it.
         """
         return _with_blocks(self.normalised, "key")
+
+    @cached_property
+    def email_names(self) -> pl.DataFrame:
+        """The emails as did-you-mean scores them (is_company, contact_id, key, blocks);
+        built on first use, when an email matched no contact."""
+        emails = self.emails.select(is_company=pl.lit(False), contact_id="contact_id", key="key")
+        return _with_email_blocks(emails, "key")
 
 
 def _name_variants(directory: pl.DataFrame, with_suffix: bool) -> pl.DataFrame:
@@ -552,15 +581,25 @@ def _resolve_ids(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
 
 
 def _resolve_emails(values: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
-    keyed = values.with_columns(key=exact_key(pl.col.value))
+    keyed = values.with_columns(key=exact_key(email_address(pl.col.value)))
     level = _counted(keyed, index.email_tally, index, "key", "key")
     return pl.concat(
         [
             _resolved(level.resolved, pl.lit("email")),
             _ambiguous(level, index.emails, index, "email", ("key", "key")),
-            _failed(level.pending, "contact_not_found", _not_found_detail()),
+            _emails_not_found(level.pending, index),
         ]
     )
+
+
+def _emails_not_found(unmatched: pl.DataFrame, index: ContactIndex) -> pl.DataFrame:
+    if unmatched.is_empty():
+        return _failed(unmatched, "contact_not_found", _not_found_detail())
+    queries = _with_email_blocks(
+        unmatched.select("vid", "key", is_company=pl.lit(False), text="key"), "key"
+    ).drop("key")
+    scores = _scores(queries, index.email_names, _EMAIL_BLOCKS, EMAIL_DID_YOU_MEAN_CUTOFF)
+    return _not_found(unmatched, _ranked(scores), index)
 
 
 def _resolve_names(values: pl.DataFrame, index: ContactIndex, fuzzy: float | None) -> pl.DataFrame:
@@ -612,8 +651,15 @@ def fuzzy_scores(
     """
     keyed = probes.select("vid", "is_company", "key", text=_sorted_tokens(pl.col.key))
     queries = _with_blocks(keyed, "key").drop("key")
+    return _scores(queries, index.names, block_columns, cutoff)
+
+
+def _scores(
+    queries: pl.DataFrame, names: pl.DataFrame, block_columns: tuple[str, ...], cutoff: float
+) -> pl.DataFrame:
+    """queries (vid, is_company, text, blocks) scored against the names sharing a block."""
     stacked = _stack_blocks(queries, block_columns)
-    choices = _choices(index.names, stacked.select("is_company", "block").unique(), block_columns)
+    choices = _choices(names, stacked.select("is_company", "block").unique(), block_columns)
     vids, texts = stacked["vid"].to_list(), stacked["text"].to_list()
     rows: list[tuple[int, int, float]] = []
     for key, start, end in _runs(stacked):

@@ -200,6 +200,47 @@ def test_an_unknown_email_is_not_found(index: ContactIndex) -> None:
     assert "nobody@example.com" in outcome["detail"]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "José Müller <jose.muller@example.com>",
+        '"Müller, José" <Jose.Muller@example.com>',
+        "mailto:jose.muller@example.com",
+        "MAILTO:Jose.Muller@Example.com",
+    ],
+)
+def test_an_email_copied_from_a_mail_program_resolves_by_its_address(
+    index: ContactIndex, value: str
+) -> None:
+    assert_resolved(resolve_one(value, index), 1, "email")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("jose.muller@exmaple.com", 1),  # the domain mistyped
+        ("jose.mulller@example.com", 1),  # the name mistyped
+        ("erik@example.co", 9),
+        ("INFO@acme.exmple", 5),
+    ],
+)
+def test_a_mistyped_email_suggests_the_contact_meant(
+    index: ContactIndex, typed: str, meant: int
+) -> None:
+    outcome = resolve_one(typed, index)
+    assert outcome["reason"] == "contact_not_found"
+    assert outcome["contact_id"] is None
+    suggested = outcome["detail"].split("Did you mean: ")[1]
+    assert cid(meant) in suggested
+
+
+def test_an_email_far_from_every_known_one_gets_no_suggestion(index: ContactIndex) -> None:
+    for value in ("zed@example.com", "jose.muller@unrelated.org", "not an email @"):
+        outcome = resolve_one(value, index, mode="email")
+        assert outcome["reason"] == "contact_not_found"
+        assert "Did you mean" not in outcome["detail"], value
+
+
 # ---------------------------------------------------------------- names: levels
 
 
