@@ -679,6 +679,7 @@ def date_kind(code: str) -> str:
 
 _CELL = f"{_MAIN_NS}}}c"
 _ROW = f"{_MAIN_NS}}}row"
+_TEXT_TYPES = ("s", "str", "inlineStr")
 _VALUE = f"{_MAIN_NS}}}v"
 _INLINE = f"{_MAIN_NS}}}is"
 _MERGE = f"{_MAIN_NS}}}mergeCell"
@@ -695,13 +696,24 @@ class _SheetScanner:
         self.row_has_value = False
         self.cells_in_row = 0
         self.cell: dict[str, str] | None = None
+        # A number cell whose <v> has started: it holds a value only if text follows. Formulas
+        # saved without a calculated value have an empty <v/>, which calamine reads as no cell
+        # (an empty <v/> of a text cell it reads as an empty text, a cell).
+        self.awaiting_text: dict[str, str] | None = None
         self.columns: dict[str, int] = {}
 
     def start(self, tag: str, attributes: dict[str, str]) -> None:
         if tag == _CELL:
             self.cells_in_row += 1
             self.cell = attributes
-        elif tag in (_VALUE, _INLINE):
+            self.awaiting_text = None
+        elif tag == _VALUE:
+            if self.cell is not None and self.cell.get("t") in _TEXT_TYPES:
+                self.valued(self.cell)
+            else:
+                self.awaiting_text = self.cell
+            self.cell = None
+        elif tag == _INLINE:
             if self.cell is not None:
                 self.valued(self.cell)
                 self.cell = None
@@ -715,6 +727,12 @@ class _SheetScanner:
                 self.scan.formulas.append((self.row, self.column(self.cell.get("r"))))
         elif tag == _MERGE:
             self.merge(attributes.get("ref", ""))
+
+    def text(self, data: str) -> None:
+        # Any text, spaces too, as calamine does ("<v> </v>" is a cell to it).
+        if self.awaiting_text is not None:
+            self.valued(self.awaiting_text)
+            self.awaiting_text = None
 
     def valued(self, cell: dict[str, str]) -> None:
         cell_type = cell.get("t")
@@ -773,7 +791,6 @@ def scan_sheet(archive: zipfile.ZipFile, path: str, date_styles: dict[int, str])
     parser = DefusedXMLParser(forbid_dtd=True).parser
     for handler in (
         "EndElementHandler",
-        "CharacterDataHandler",
         "DefaultHandlerExpand",
         "DefaultHandler",
         "CommentHandler",
@@ -784,6 +801,7 @@ def scan_sheet(archive: zipfile.ZipFile, path: str, date_styles: dict[int, str])
         setattr(parser, handler, None)
     parser.ordered_attributes = False
     parser.StartElementHandler = scanner.start
+    parser.CharacterDataHandler = scanner.text
     try:
         with archive.open(path) as stream:
             while chunk := stream.read(1 << 20):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import zipfile
 from pathlib import Path
 
@@ -453,21 +454,57 @@ def test_xlsx_duplicate_and_header_only(tmp_path):
         extract([header_only])
 
 
-def test_formulas_read_their_cached_values(tmp_path):
-    path = workbook(tmp_path, "f.xlsx", [["Person", "Related To"], ["Ann", "Bob"]])
-    # openpyxl cannot compute formulas; write the cached value the way Excel stores it.
+def rewrite_cells(path: Path, cells: dict[str, str]) -> None:
+    """Replace cells of the first sheet by raw XML ("" removes one): what openpyxl cannot
+    write, such as a formula's cached value."""
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     sheet = members["xl/worksheets/sheet1.xml"].decode()
-    sheet = sheet.replace(
-        '<c r="B2" t="inlineStr"><is><t>Bob</t></is></c>',
-        '<c r="B2" t="str"><f>UPPER("bob")</f><v>BOB</v></c>',
-    )
+    for ref, xml in cells.items():
+        sheet = re.sub(rf'<c r="{ref}"[^>]*?(?:/>|>.*?</c>)', xml, sheet)
     members["xl/worksheets/sheet1.xml"] = sheet.encode()
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+
+
+def test_formulas_read_their_cached_values(tmp_path):
+    path = workbook(tmp_path, "f.xlsx", [["Person", "Related To"], ["Ann", "Bob"]])
+    rewrite_cells(path, {"B2": '<c r="B2" t="str"><f>UPPER("bob")</f><v>BOB</v></c>'})
     assert values(extract([path]), "Related To") == ["BOB"]
+
+
+@pytest.mark.parametrize(
+    ("a1", "a2"),
+    [
+        ('<c r="A1"><f>"Idx"</f><v/></c>', '<c r="A2"><f>ROW()</f><v/></c>'),  # openpyxl's
+        ('<c r="A1"><f>"Idx"</f><v></v></c>', '<c r="A2"><f>ROW()</f><v></v></c>'),
+        ('<c r="A1" t="str"><f>""</f><v></v></c>', '<c r="A2" t="str"><f>""</f><v/></c>'),
+        ('<c r="A1" t="b"><v/></c>', '<c r="A2" t="e"><f>1/0</f><v/></c>'),
+        ('<c r="A1"><v> </v></c>', '<c r="A2"><v>\n</v></c>'),
+    ],
+    ids=["uncalculated", "uncalculated-pair", "empty-text", "empty-bool-error", "spaces"],
+)
+def test_empty_formula_cells_in_the_first_column_shift_nothing(tmp_path, a1, a2):
+    """The scan of cell types must line up with calamine's values: a numeric id one column
+    off would resolve, digits lost, to a wrong contact."""
+    rows = [["Idx", "Person", "Other Id"], [1, "Ann", int(ID_31)], [None, "Bob", ID_31_B]]
+    path = workbook(tmp_path, "a.xlsx", rows)
+    rewrite_cells(path, {"A1": a1, "A2": a2})
+    extracted = extract([path])
+    assert values(extracted, "Person") == ["Ann", "Bob"]
+    assert values(extracted, "row") == [2, 3]
+    assert extracted.numeric_cells.rows() == [(0, "Other Id")]
+
+
+def test_an_uncalculated_formula_above_the_header_shifts_no_row(tmp_path):
+    rows = [["title"], ["Person", "Other Id"], ["Ann", int(ID_31)], ["Bob", ID_31_B]]
+    path = workbook(tmp_path, "a.xlsx", rows)
+    rewrite_cells(path, {"A1": '<c r="A1"><f>TODAY()</f><v/></c>'})
+    extracted = extract([path], header_row=2)
+    assert values(extracted, "Person") == ["Ann", "Bob"]
+    assert values(extracted, "row") == [3, 4]
+    assert extracted.numeric_cells.rows() == [(0, "Other Id")]
 
 
 def test_an_empty_sheet_asked_for_by_name_is_named_in_the_error(tmp_path):
