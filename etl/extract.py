@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from pyexpat import ExpatError
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from xml.etree import ElementTree
 
 import fastexcel
@@ -148,22 +148,23 @@ def read_text(file: Path, header_row: int) -> Grid:
         raise ExtractError(f"{file}: the file is empty.")
     with file.open("rb") as handle:
         sample = handle.read(_SNIFF_BYTES)
-    text_format = sniff_text(file, sample)
-    notes = text_notes(text_format)
-    frame, ragged_note, may_fold = read_csv_frame(file, text_format, header_row)
-    if ragged_note:
-        notes.append(ragged_note)
-    frame = frame.select(
-        pl.int_range(header_row, header_row + frame.height, dtype=pl.Int64).alias("row"),
+    text = read_csv_frame(file, sniff_text(file, sample), header_row)
+    notes = text_notes(text.format)
+    if text.ragged_note:
+        notes.append(text.ragged_note)
+    frame = text.frame.select(
+        pl.int_range(header_row, header_row + text.frame.height, dtype=pl.Int64).alias("row"),
         pl.all(),
     )
-    return Grid(frame=frame, notes=notes, may_fold=may_fold)
+    return Grid(frame=frame, notes=notes, may_fold=text.may_fold)
 
 
 def sniff_text(file: Path, sample: bytes) -> TextFormat:
     encoding, label = sniff_encoding(file, sample)
     text = decode_sample(sample, encoding)
-    eol = "\r" if "\r" in text and "\n" not in text else "\n"
+    # Line ends outside quoted cells: a cell of a CR-only file may hold a line feed.
+    unquoted = re.sub(r'"[^"]*"', "", text)
+    eol = "\r" if "\r" in unquoted and "\n" not in unquoted else "\n"
     delimiter = sniff_delimiter(text, file.suffix.lower())
     return TextFormat(encoding=encoding, label=label, delimiter=delimiter, eol=eol)
 
@@ -254,34 +255,93 @@ def text_notes(text_format: TextFormat) -> list[str]:
     return notes
 
 
-def read_csv_frame(
-    file: Path, text_format: TextFormat, header_row: int
-) -> tuple[pl.DataFrame, str, bool]:
-    """The grid of a text file from the header row on, a note if extra cells were empty, and
-    whether any cell may hold a character to fold."""
+class TextGrid(NamedTuple):
+    frame: pl.DataFrame  # from the header row on
+    format: TextFormat  # as read: bytes past the sniffed sample may change the encoding
+    ragged_note: str  # said if extra cells were empty
+    may_fold: bool  # whether any cell may hold a character of _SPACE_FOLDS
+
+
+def read_csv_frame(file: Path, text_format: TextFormat, header_row: int) -> TextGrid:
     source: Path | bytes = file
     if text_format.encoding not in ("utf-8", "utf-8-sig"):
         source = transcode(file, text_format.encoding)
     try:
-        frame = polars_read_csv(source, text_format, header_row, truncate=False)
-        return frame, "", may_hold_folds(source, text_format)
+        frame, note = read_ragged(file, source, text_format, header_row)
     except pl.exceptions.NoDataError:
-        if header_row > 1:
-            raise ExtractError(
-                f"{file}: there is no row {header_row}, the header row (the file ends before "
-                "it); check --header-row."
-            ) from None
-        raise ExtractError(f"{file}: the file is empty.") from None
+        raise ExtractError(no_rows_message(file, header_row)) from None
     except pl.exceptions.ComputeError as error:
-        message = str(error)
-        if "invalid utf-8" in message and text_format.encoding == "utf-8":
+        if "invalid utf-8" in str(error) and text_format.encoding == "utf-8":
             return read_csv_frame(file, legacy_format(file, text_format), header_row)
-        if "more fields" not in message:
-            raise ExtractError(f"{file}: cannot be read as CSV ({first_line(message)}).") from None
+        frame, note = read_with_csv_module(file, text_format, header_row)
+        return TextGrid(frame, text_format, note, True)
+    return TextGrid(frame, text_format, note, may_hold_folds(source, text_format))
+
+
+def no_rows_message(file: Path, header_row: int) -> str:
+    if header_row > 1:
+        return (
+            f"{file}: there is no row {header_row}, the header row (the file ends before it); "
+            "check --header-row."
+        )
+    return f"{file}: the file is empty."
+
+
+def read_ragged(
+    file: Path, source: Path | bytes, text_format: TextFormat, header_row: int
+) -> tuple[pl.DataFrame, str]:
+    """polars' read; rows longer than the header are cut only where the extra cells are empty."""
+    try:
+        return polars_read_csv(source, text_format, header_row, truncate=False), ""
+    except pl.exceptions.ComputeError as error:
+        if "more fields" not in str(error):
+            raise
     check_extra_cells(file, text_format, header_row)
     frame = polars_read_csv(source, text_format, header_row, truncate=True)
-    note = "empty cells beyond the last column were ignored"
-    return frame, note, may_hold_folds(source, text_format)
+    return frame, _EXTRA_EMPTY_CELLS_NOTE
+
+
+_EXTRA_EMPTY_CELLS_NOTE = "empty cells beyond the last column were ignored"
+
+
+def read_with_csv_module(
+    file: Path, text_format: TextFormat, header_row: int
+) -> tuple[pl.DataFrame, str]:
+    """The grid as Excel reads what polars refuses: a quote inside an unquoted cell (5'10").
+
+    Strict, so a quoted cell left open is refused instead of swallowing the rows after it.
+    """
+    text = file.read_bytes().decode(text_format.encoding, errors="replace")
+    reader = csv.reader(
+        io.StringIO(text.removeprefix("\ufeff"), newline=""),
+        delimiter=text_format.delimiter,
+        strict=True,
+    )
+    records: list[list[str]] = []
+    started = 1  # the line the record being read starts on: where a quote left open is
+    try:
+        for record in reader:
+            records.append(record)
+            started = reader.line_num + 1
+    except csv.Error as error:
+        raise ExtractError(
+            f"{file}: line {started} cannot be read as CSV ({error}); a cell holding "
+            'double quotes must be quoted as a whole, each quote doubled ("5\'10""").'
+        ) from None
+    records = records[header_row - 1 :]
+    if not records:
+        raise ExtractError(no_rows_message(file, header_row))
+    check_extra_cells(file, text_format, header_row)
+    width = len(records[0])
+    columns = {
+        f"column_{index + 1}": [
+            (record[index] or None) if index < len(record) else None for record in records
+        ]
+        for index in range(width)
+    }
+    frame = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
+    wider = any(len(record) > width for record in records)
+    return frame, _EXTRA_EMPTY_CELLS_NOTE if wider else ""
 
 
 def may_hold_folds(source: Path | bytes, text_format: TextFormat) -> bool:

@@ -116,6 +116,43 @@ def test_trim_fold_empty_and_blank_rows(tmp_path):
     assert extracted.blank_rows == 3
 
 
+def test_old_mac_csv_with_a_line_break_inside_a_cell(tmp_path):
+    text = 'Person,Related To\r"Ann\nLee",Bob\rCy,Di\r'  # Mac Excel, Alt-Enter in a cell
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Person") == ["Ann\nLee", "Cy"]
+    assert values(extracted, "row") == [2, 3]
+
+
+@pytest.mark.parametrize("ragged", ["", ","], ids=["even", "ragged"])
+def test_windows_1252_bytes_past_the_sniffed_sample_are_read_and_named(tmp_path, ragged):
+    lines = ["Person,Related To", f"Ann,Bob{ragged}"] + [f"P{n},Q{n}" for n in range(9000)]
+    path = tmp_path / "a.csv"
+    path.write_bytes(("\n".join(lines) + "\nRené,Zoë\n").encode("cp1252"))
+    extracted = extract([path])
+    assert values(extracted, "Person")[-1] == "René"
+    assert values(extracted, "row")[-1] == 9003
+    assert any("Windows-1252" in note for note in extracted.notes)
+
+
+def test_a_quote_inside_an_unquoted_cell_reads_as_excel_shows_it(tmp_path):
+    text = 'Title\nPerson,Notes\nJohn,5\'10"\n\nAnn,"O""Brien, 12"" pipe"\nO"Brien,x\n'
+    extracted = extract([write(tmp_path, "a.csv", text)], header_row=2)
+    assert values(extracted, "Notes") == ["5'10\"", 'O"Brien, 12" pipe', "x"]
+    assert values(extracted, "Person") == ["John", "Ann", 'O"Brien']
+    assert values(extracted, "row") == [3, 5, 6]
+    assert extracted.blank_rows == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['Person,Notes\nAnn,x\n"hi" he said,y\n', 'Person,Notes\nAnn,x\n"Bob,open\nCy,z\n'],
+    ids=["text after a closing quote", "a quote never closed"],
+)
+def test_quoting_that_would_move_cells_is_refused_naming_the_line(tmp_path, text):
+    with pytest.raises(ExtractError, match=r"line 3 cannot be read as CSV.*quoted as a whole"):
+        extract([write(tmp_path, "a.csv", text)])
+
+
 def test_quoted_newlines_keep_record_numbers(tmp_path):
     text = 'Person,Notes\nAnn,"line one\nline two"\nBob,plain\n'
     extracted = extract([write(tmp_path, "a.csv", text)])
