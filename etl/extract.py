@@ -162,9 +162,11 @@ def read_text(file: Path, header_row: int) -> Grid:
 def sniff_text(file: Path, sample: bytes) -> TextFormat:
     encoding, label = sniff_encoding(file, sample)
     text = decode_sample(sample, encoding)
-    # Line ends outside quoted cells: a cell of a CR-only file may hold a line feed.
+    # A cell of a CR-only file may hold a line feed: look at line ends outside quoted cells too.
     unquoted = re.sub(r'"[^"]*"', "", text)
-    eol = "\r" if "\r" in unquoted and "\n" not in unquoted else "\n"
+    cr_only = "\r" in text and "\n" not in text
+    cr_outside_quotes = "\r" in unquoted and "\n" not in unquoted
+    eol = "\r" if cr_only or cr_outside_quotes else "\n"
     delimiter = sniff_delimiter(text, file.suffix.lower())
     return TextFormat(encoding=encoding, label=label, delimiter=delimiter, eol=eol)
 

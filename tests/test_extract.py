@@ -143,6 +143,13 @@ def test_a_quote_inside_an_unquoted_cell_reads_as_excel_shows_it(tmp_path):
     assert extracted.blank_rows == 1
 
 
+def test_quotes_inside_unquoted_cells_of_an_old_mac_csv(tmp_path):
+    text = "Person,Notes\rJohn,5'10\"\rAnn,6'1\"\r"  # a line end between two stray quotes
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Notes") == ["5'10\"", "6'1\""]
+    assert values(extracted, "row") == [2, 3]
+
+
 @pytest.mark.parametrize(
     "text",
     ['Person,Notes\nAnn,x\n"hi" he said,y\n', 'Person,Notes\nAnn,x\n"Bob,open\nCy,z\n'],
