@@ -11,6 +11,7 @@ Input columns named like the frame's own columns (row_id, source, sheet, row) ar
 
 from __future__ import annotations
 
+import _csv
 import codecs
 import csv
 import io
@@ -20,6 +21,7 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from pyexpat import ExpatError
@@ -52,6 +54,7 @@ _FOLD_BYTES = tuple(char.encode() for char in _SPACE_FOLDS)
 _FOLD_LEAD_BYTES = tuple(dict.fromkeys(sequence[:1] for sequence in _FOLD_BYTES))
 # Past this many lead bytes that start no fold character, the cells are searched instead.
 _FOLD_SCAN_LIMIT = 256
+_EXTRA_EMPTY_CELLS_NOTE = "empty cells beyond the last column were ignored"
 
 
 class ExtractError(Exception):
@@ -298,12 +301,9 @@ def read_ragged(
     except pl.exceptions.ComputeError as error:
         if "more fields" not in str(error):
             raise
-    check_extra_cells(file, text_format, header_row)
+    check_extra_cells(file, text_format, header_row, csv_records(file, text_format))
     frame = polars_read_csv(source, text_format, header_row, truncate=True)
     return frame, _EXTRA_EMPTY_CELLS_NOTE
-
-
-_EXTRA_EMPTY_CELLS_NOTE = "empty cells beyond the last column were ignored"
 
 
 def read_with_csv_module(
@@ -313,12 +313,7 @@ def read_with_csv_module(
 
     Strict, so a quoted cell left open is refused instead of swallowing the rows after it.
     """
-    text = file.read_bytes().decode(text_format.encoding, errors="replace")
-    reader = csv.reader(
-        io.StringIO(text.removeprefix("\ufeff"), newline=""),
-        delimiter=text_format.delimiter,
-        strict=True,
-    )
+    reader = csv_records(file, text_format, strict=True)
     records: list[list[str]] = []
     started = 1  # the line the record being read starts on: where a quote left open is
     try:
@@ -330,10 +325,10 @@ def read_with_csv_module(
             f"{file}: line {started} cannot be read as CSV ({error}); a cell holding "
             'double quotes must be quoted as a whole, each quote doubled ("5\'10""").'
         ) from None
+    check_extra_cells(file, text_format, header_row, records)
     records = records[header_row - 1 :]
     if not records:
         raise ExtractError(no_rows_message(file, header_row))
-    check_extra_cells(file, text_format, header_row)
     width = len(records[0])
     columns = {
         f"column_{index + 1}": [
@@ -410,17 +405,25 @@ def polars_read_csv(
     )
 
 
-def check_extra_cells(file: Path, text_format: TextFormat, header_row: int) -> None:
+def csv_records(file: Path, text_format: TextFormat, *, strict: bool = False) -> _csv.Reader:
+    """The file's records as Python's csv module (and Excel) split them."""
+    text = file.read_bytes().decode(text_format.encoding, errors="replace")
+    return csv.reader(
+        io.StringIO(text.removeprefix("\ufeff"), newline=""),
+        delimiter=text_format.delimiter,
+        strict=strict,
+    )
+
+
+def check_extra_cells(
+    file: Path, text_format: TextFormat, header_row: int, records: Iterable[list[str]]
+) -> None:
     """Raise naming the first row with more non-empty cells than the header has columns.
 
     Extra cells usually mean an unquoted delimiter inside a value ("Smith, John"), which
     shifts every later cell of that row into the wrong column; importing such a row could
     relate the wrong people, so it is refused rather than cut.
     """
-    text = file.read_bytes().decode(text_format.encoding, errors="replace")
-    records = csv.reader(
-        io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=text_format.delimiter
-    )
     width = 0
     for number, record in enumerate(records, start=1):
         if number == header_row:
