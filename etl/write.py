@@ -123,12 +123,16 @@ async def _execute(
     counts = info.counts
     total = counts["pending"] + counts["sending"] + counts["created"] + counts["failed"]
     stats = WriteStats()
-    if recheck and _checked(info):
-        intents = await _skip_pairs_made_since_the_plan(
-            client, ledger, run_id, intents, stats, progress=progress
-        )
-    stats.already_final = total - len(intents)
     ledger.set_state(run_id, "writing")
+    if recheck and _checked(info):
+        try:
+            intents = await _skip_pairs_made_since_the_plan(
+                client, ledger, run_id, intents, stats, progress=progress
+            )
+        except BaseException:
+            ledger.set_state(run_id, "aborted")
+            raise
+    stats.already_final = total - len(intents)
     started = time.perf_counter()
     with _bar(progress, total, stats.already_final, "creating") as bar:
         journal = _Journal(ledger, run_id)

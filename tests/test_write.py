@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from etl import write as write_module
-from etl.lacrm import AuthError, LacrmClient
+from etl.lacrm import AuthError, LacrmClient, TransientError
 from etl.ledger import Ledger, PairTaken
 from etl.write import WriteError, execute, rollback, rollback_preview
 
@@ -309,6 +309,19 @@ def test_a_resume_skips_the_pairs_the_crm_came_to_hold_after_the_plan(tmp_path: 
     assert skipped.get_column("reason").to_list() == ["already_exists"] * 2
     assert skipped.get_column("relationship_id").to_list() == list(made_elsewhere.values())
     assert crm.pairs() == Counter(frozenset(pairs[row]) for row in made_elsewhere)
+
+
+def test_a_resume_whose_re_check_fails_creates_nothing_and_stays_resumable(
+    tmp_path: Path,
+) -> None:
+    crm = FakeCrm(error=1.0)
+    with Ledger(tmp_path / "s.sqlite") as ledger:
+        run_id = new_run(ledger, make_plan(star_pairs(3)))
+        with pytest.raises(TransientError):
+            run(write(crm, ledger, run_id, recheck=True, max_attempts=2))
+        assert ledger.run(run_id).state == "aborted"
+        assert ledger.run(run_id).counts["pending"] == 3
+    assert crm.requests["CreateRelationship"] == 0
 
 
 def test_a_resume_of_a_plan_that_trusted_the_ledger_does_not_read_the_crm(tmp_path: Path) -> None:
