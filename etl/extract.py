@@ -35,6 +35,8 @@ from defusedxml.ElementTree import DefusedXMLParser
 from defusedxml.ElementTree import fromstring as defused_fromstring
 from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
 
+from etl.numfmt import BUILTIN_NUMBER_FORMATS, NumberFormat, compile_format, render
+
 META_COLUMNS = ("row_id", "source", "sheet", "row")
 TEXT_EXTENSIONS = (".csv", ".tsv", ".txt")
 WORKBOOK_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".ods")
@@ -479,6 +481,7 @@ class SheetScan:
     first_col: int = 0
     numeric: list[tuple[int, int]] = field(default_factory=list)
     dates: list[tuple[int, int, str]] = field(default_factory=list)  # (row, col, kind)
+    formatted: list[tuple[int, int, int]] = field(default_factory=list)  # (row, col, style)
     booleans: list[tuple[int, int]] = field(default_factory=list)
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)  # r1, c1, r2, c2
     formulas: list[tuple[int, int]] = field(default_factory=list)
@@ -489,10 +492,10 @@ def read_workbook(file: Path, sheet: str | int | None) -> Grid:
     check_workbook_file(file)
     with zipfile.ZipFile(file) as archive:
         sheets = list_sheets(archive, file)
-        date_styles = read_date_styles(archive)
+        styles = read_styles(archive)
         chosen, values, notes = choose_sheet(file, sheets, sheet)
-        scan = scan_sheet(archive, chosen.path, date_styles)
-    frame = grid_frame(values, scan)
+        scan = scan_sheet(archive, chosen.path, styles)
+    frame = grid_frame(values, scan, styles.numbers)
     uncalculated = empty_formula_cells(frame, scan)
     if uncalculated:
         notes.append(
@@ -712,24 +715,41 @@ def load_values(reader: fastexcel.ExcelReader, file: Path, info: SheetInfo) -> p
     return values.rename({name: f"c{index}" for index, name in enumerate(values.columns)})
 
 
-def read_date_styles(archive: zipfile.ZipFile) -> dict[int, str]:
-    """Style index -> date | time | datetime | datetime_seconds | time_seconds."""
+@dataclass(frozen=True)
+class Styles:
+    """By cell style index: the date kind (date | time | datetime | datetime_seconds |
+    time_seconds) of date styles, the number format of styles that show numbers otherwise
+    than General does."""
+
+    dates: dict[int, str] = field(default_factory=dict)
+    numbers: dict[int, NumberFormat] = field(default_factory=dict)
+
+
+def read_styles(archive: zipfile.ZipFile) -> Styles:
     try:
         styles = parse_xml(archive.read("xl/styles.xml"))
     except KeyError:
-        return {}
+        return Styles()
     custom = {
         int(fmt.get("numFmtId", "0")): fmt.get("formatCode", "")
         for fmt in styles.iter(f"{{{_MAIN_NS}}}numFmt")
     }
     cell_xfs = styles.find(f"{{{_MAIN_NS}}}cellXfs")
     kinds: dict[int, str] = {}
+    numbers: dict[int, NumberFormat] = {}
+    compiled: dict[str, NumberFormat | None] = {}
     for index, xf in enumerate(cell_xfs if cell_xfs is not None else []):
         number_format = int(xf.get("numFmtId", "0"))
-        code = custom.get(number_format) or BUILTIN_FORMATS.get(number_format, "General")
+        code = custom.get(number_format) or BUILTIN_NUMBER_FORMATS.get(number_format)
+        code = code or BUILTIN_FORMATS.get(number_format, "General")
         if is_date_format(code):
             kinds[index] = date_kind(code)
-    return kinds
+        elif code.lower() not in ("general", "@"):
+            if code not in compiled:
+                compiled[code] = compile_format(code)
+            if compiled[code] is not None:
+                numbers[index] = compiled[code]
+    return Styles(kinds, numbers)
 
 
 def date_kind(code: str) -> str:
@@ -754,8 +774,9 @@ _FORMULA = f"{_MAIN_NS}}}f"
 class _SheetScanner:
     """expat element-start callbacks over a sheet's XML, kept lean: this runs per cell."""
 
-    def __init__(self, date_styles: dict[int, str]) -> None:
-        self.date_styles = date_styles
+    def __init__(self, styles: Styles) -> None:
+        self.date_styles = styles.dates
+        self.number_styles = styles.numbers
         self.scan = SheetScan()
         self.row = 0
         self.row_has_value = False
@@ -816,11 +837,15 @@ class _SheetScanner:
                 scan.first_col = col
         if numeric:
             style = cell.get("s")
-            kind = self.date_styles.get(int(style)) if style else None
-            if kind:
-                scan.dates.append((self.row, col, kind))
-            else:
-                scan.numeric.append((self.row, col))
+            if style:
+                index = int(style)
+                kind = self.date_styles.get(index)
+                if kind:
+                    scan.dates.append((self.row, col, kind))
+                    return
+                if index in self.number_styles:
+                    scan.formatted.append((self.row, col, index))
+            scan.numeric.append((self.row, col))
         elif cell_type == "b":
             scan.booleans.append((self.row, col))
 
@@ -848,8 +873,8 @@ def cell_position(ref: str) -> tuple[int, int]:
     return int(ref[len(letters) :]), col
 
 
-def scan_sheet(archive: zipfile.ZipFile, path: str, date_styles: dict[int, str]) -> SheetScan:
-    scanner = _SheetScanner(date_styles)
+def scan_sheet(archive: zipfile.ZipFile, path: str, styles: Styles) -> SheetScan:
+    scanner = _SheetScanner(styles)
     # defusedxml installs its guards (no DTD, no entities, no external references) on the
     # expat parser; the element-start callback is ours, and ElementTree's tree-building
     # callbacks are removed, since building a tree per cell is what makes XML reading slow.
@@ -880,9 +905,11 @@ def scan_sheet(archive: zipfile.ZipFile, path: str, date_styles: dict[int, str])
     return scanner.scan
 
 
-def scan_frame(cells: list[tuple], scan: SheetScan, kind: bool = False) -> pl.DataFrame:
+def scan_frame(
+    cells: list[tuple], scan: SheetScan, extra: dict[str, type[pl.DataType]] | None = None
+) -> pl.DataFrame:
     """Scan positions as grid coordinates: `row` as Excel counts, `col` 0-based in the grid."""
-    schema = {"row": pl.Int64, "col": pl.Int64} | ({"kind": pl.String} if kind else {})
+    schema = {"row": pl.Int64, "col": pl.Int64} | (extra or {})
     frame = pl.DataFrame(cells, schema=schema, orient="row")
     return frame.with_columns(pl.col("col") - scan.first_col)
 
@@ -902,13 +929,16 @@ def empty_formula_cells(frame: pl.DataFrame, scan: SheetScan) -> int:
     return count
 
 
-def grid_frame(values: pl.DataFrame, scan: SheetScan) -> pl.DataFrame:
+def grid_frame(
+    values: pl.DataFrame, scan: SheetScan, formats: dict[int, NumberFormat]
+) -> pl.DataFrame:
     first_row = scan.first_row or 1
     frame = values.select(
         pl.int_range(first_row, first_row + values.height, dtype=pl.Int64).alias("row"),
         pl.all(),
     )
-    frame = render_dates(frame, scan_frame(scan.dates, scan, kind=True))
+    frame = render_dates(frame, scan_frame(scan.dates, scan, {"kind": pl.String}))
+    frame = render_numbers(frame, scan_frame(scan.formatted, scan, {"style": pl.Int64}), formats)
     frame = render_booleans(frame, scan_frame(scan.booleans, scan))
     return fill_merges(frame, scan)
 
@@ -940,6 +970,28 @@ def render_dates(frame: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
             frame.join(kinds, on="row", how="left", maintain_order="left")
             .with_columns(rendered.alias(name))
             .drop("_kind")
+        )
+    return frame
+
+
+def render_numbers(
+    frame: pl.DataFrame, formatted: pl.DataFrame, formats: dict[int, NumberFormat]
+) -> pl.DataFrame:
+    """Numbers as their number format shows them (02134, 3.50, 25%); rendered once per
+    distinct value and style, and left as read wherever the format cannot render them."""
+    for col in formatted["col"].unique().to_list():
+        name = f"c{col}"
+        if name not in frame.columns:
+            continue
+        styles = formatted.filter(pl.col("col") == col).select("row", _style="style")
+        frame = frame.join(styles, on="row", how="left", maintain_order="left")
+        pairs = frame.select(name, "_style").drop_nulls().unique()
+        shown = [render(formats[style], text) for text, style in pairs.iter_rows()]
+        pairs = pairs.with_columns(pl.Series("_shown", shown, dtype=pl.String))
+        frame = (
+            frame.join(pairs, on=[name, "_style"], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_shown", name).alias(name))
+            .drop("_style", "_shown")
         )
     return frame
 

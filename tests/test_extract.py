@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
+from openpyxl.styles.numbers import BUILTIN_FORMATS
 
 from etl.extract import ExtractError, extract
 
@@ -571,3 +572,99 @@ def test_formulas_never_calculated_and_error_cells_are_named_in_the_notes(tmp_pa
     assert values(extracted, "Notes") == [None, None, "fine"]
     assert any("1 formula cells hold no calculated value" in note for note in extracted.notes)
     assert any("1 cells hold an Excel error" in note for note in extracted.notes)
+
+
+def formatted_workbook(folder: Path, columns: dict[str, list[tuple[object, str]]]) -> Path:
+    """One column per entry, each cell a (value, number format) pair; Person fills the rows."""
+    book = Workbook()
+    sheet = book.active
+    height = max(len(cells) for cells in columns.values())
+    sheet.append(["Person", *columns])
+    for index in range(height):
+        sheet.append([f"P{index}"])
+    for col, cells in enumerate(columns.values(), start=2):
+        for row, (value, code) in enumerate(cells, start=2):
+            cell = sheet.cell(row, col, value)
+            cell.number_format = code
+    path = folder / "formatted.xlsx"
+    book.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "shown"),
+    [
+        ("00000", 2134, "02134"),
+        ("00000", -5, "-00005"),
+        ("0", -2.5, "-3"),  # Excel rounds half away from zero
+        ("0.00", 3.5, "3.50"),
+        ("0.00", 2.675, "2.68"),  # the double is 2.67499..., Excel still shows 2.68
+        ("0.00", 0, "0.00"),
+        ("#,##0", 1234567, "1,234,567"),
+        ("#,##0.00", -1234567.891, "-1,234,567.89"),
+        ("0%", 0.25, "25%"),
+        ("0.00%", -0.12345, "-12.35%"),
+        ('"$"#,##0.00', 1234.5, "$1,234.50"),
+        ("[$$-409]#,##0.00", 1234.5, "$1,234.50"),
+        ("[$$-409]#,##0.00", -1234.5, "-$1,234.50"),
+        ("[$€-407] #,##0.00", 9.999, "€ 10.00"),
+        ("[<=9999999]###-####;(###) ###-####", 5551234567, "(555) 123-4567"),
+        ("[<=9999999]###-####;(###) ###-####", 1234567, "123-4567"),
+        ("(000) 000-0000", 5551234567, "(555) 123-4567"),
+        ("000-00-0000", 12345678, "012-34-5678"),
+        ("0.00E+00", 1e20, "1.00E+20"),
+        ("0.00E+00", -0.000123, "-1.23E-04"),
+        ("0.00E+00", 0, "0.00E+00"),
+        ("##0.0E+0", 12345, "12.3E+3"),
+        ("#,##0_);(#,##0)", -1234, "(1,234)"),  # built-in 37
+        ("#,##0.00_);[Red](#,##0.00)", 0, "0.00"),  # built-in 40
+        ('"$"#,##0.00_);[Red]("$"#,##0.00)', -5.5, "($5.50)"),  # built-in 8
+        (BUILTIN_FORMATS[44], 0, "$-"),  # openpyxl's text of 44 lacks the ";": read as 44
+        (BUILTIN_FORMATS[44], -5.5, "$(5.50)"),
+        ("[Blue]#,##0;[Red]-#,##0", -1234, "-1,234"),
+        ('0.0\\ \\k\\g;"minus "0.0', -12, "minus 12.0"),
+        ('#,##0,"K"', 1234567, "1,235K"),
+        ('"Tel: "General', 5551234567, "Tel: 5551234567"),
+    ],
+)
+def test_xlsx_numbers_read_as_their_number_format_shows_them(tmp_path, code, value, shown):
+    path = formatted_workbook(tmp_path, {"Notes": [(value, code)]})
+    assert values(extract([path]), "Notes") == [shown]
+
+
+def test_xlsx_number_format_sections_positive_negative_zero_text(tmp_path):
+    code = '0.00;(0.00);"zero";"text: "@'
+    cells = [(1.5, code), (-1.5, code), (0, code), ("abc", code)]
+    extracted = extract([formatted_workbook(tmp_path, {"Notes": cells})])
+    # The text section is not applied: a text cell reads as its text.
+    assert values(extracted, "Notes") == ["1.50", "(1.50)", "zero", "abc"]
+
+
+def test_xlsx_number_formats_not_understood_keep_the_number_as_read(tmp_path):
+    phone = "[<=9999999]###-####;(###) ###-####"
+    columns = {
+        "Zip": [(2134, "00000")],
+        "Fraction": [(1.5, "# ?/?")],
+        "Chinese digits": [(5, "[DBNum1]0")],
+        "Hidden": [(5, ";;;")],
+        "No digits": [(7, '"N/A"')],
+        "Zero hidden": [(0, "0;-0;;@")],
+        "Negative phone": [(-5, phone)],
+        "No section for it": [(50, '[<0]"neg";[>100]"big"')],
+        "Broken": [(3, '0"unterminated')],
+    }
+    row = extract([formatted_workbook(tmp_path, columns)]).rows.row(0)[5:]
+    assert row == ("02134", "1.5", "5", "5", "7", "0", "-5", "50", "3")
+
+
+def test_xlsx_formatted_numeric_ids_are_still_numeric_cells(tmp_path):
+    columns = {"Contact Id": [(1234, "00000"), (int(ID_31_B), "#,##0")], "Plain": [(7, "0.00")]}
+    extracted = extract([formatted_workbook(tmp_path, columns)])
+    first, second = values(extracted, "Contact Id")
+    assert first == "01234"
+    assert re.fullmatch(r"9,876,543,210,987,65\d(,\d{3}){5}", second)
+    assert extracted.numeric_cells.sort("row_id", "column").rows() == [
+        (0, "Contact Id"),
+        (0, "Plain"),
+        (1, "Contact Id"),
+    ]
