@@ -195,7 +195,12 @@ def _numeric_id_rows(values: pl.DataFrame, side: Side, numeric_cells: pl.DataFra
         schema={"attempt": pl.UInt8, "column": pl.String},
         orient="row",
     )
-    id_like = (pl.col("mode") == "id") | pl.col("value").str.contains(r"^\d[\d.,]*(E\+?\d+)?$")
+    # A number format may dress an id up ("$1,234,...", "ID 1234..."): its many digits tell.
+    id_like = (
+        (pl.col("mode") == "id")
+        | pl.col("value").str.contains(r"^\d[\d.,]*(E\+?\d+)?$")
+        | (pl.col("value").str.count_matches(r"\d") >= 15)
+    )
     return (
         values.join(id_columns, on="attempt")
         .join(numeric_cells, on=["row_id", "column"], how="semi")

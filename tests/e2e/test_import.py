@@ -206,6 +206,8 @@ def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_
     sheet.append([jane, john, 42])  # text ids, a number in the note: fine
     sheet.append([float(jane), acme, "typed as a number in Excel"])  # 15 digits kept
     sheet.append([jane, int(acme), "a whole number cell"])  # digits intact, still a number
+    sheet.append([jane, int(acme), "shown as money"])
+    sheet["B5"].number_format = '"$"#,##0'  # reads "$1,234,...": no longer id-like text
     book.save(tmp_path / "ids.xlsx")
     mapping = tmp_path / "ids.yaml"
     mapping.write_text(
@@ -224,11 +226,12 @@ def test_an_id_excel_stored_as_a_number_fails_its_row_and_never_matches_another_
         jane,
         "42",
     )
-    for row in (3, 4):
+    for row in (3, 4, 5):
         assert (rows[row]["status"], rows[row]["reason"]) == ("failed", "id_precision_lost")
         assert "format the column as Text" in rows[row]["detail"]
     assert rows[3]["contact_id_1"] is None
     assert rows[4]["contact_id_2"] is None
+    assert rows[5]["Related To"].startswith("$")
     assert crm.state()["write_calls"] == 0
 
 
