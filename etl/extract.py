@@ -56,6 +56,7 @@ _FOLD_BYTES = tuple(char.encode() for char in _SPACE_FOLDS)
 _FOLD_LEAD_BYTES = tuple(dict.fromkeys(sequence[:1] for sequence in _FOLD_BYTES))
 # Past this many lead bytes that start no fold character, the cells are searched instead.
 _FOLD_SCAN_LIMIT = 256
+_FOLD_SCAN_CHUNK = 256 * 1024
 _EXTRA_EMPTY_CELLS_NOTE = "empty cells beyond the last column were ignored"
 
 
@@ -361,17 +362,23 @@ def may_hold_folds(source: Path | bytes, text_format: TextFormat) -> bool:
 
 
 def holds_fold_bytes(data: bytes | mmap.mmap, start: int) -> bool:
-    """True when a fold character is in data[start:], or when too many lead bytes to check are."""
-    for lead in _FOLD_LEAD_BYTES:
-        position = data.find(lead, start)
-        for _ in range(_FOLD_SCAN_LIMIT):
-            if position == -1:
-                break
-            if any(data[position : position + len(seq)] == seq for seq in _FOLD_BYTES):
-                return True
-            position = data.find(lead, position + 1)
-        else:
-            return True
+    """True when a fold character is in data[start:], or when too many lead bytes to check are.
+
+    Searched a cache-sized chunk at a time, so the file crosses memory once, not once per
+    lead byte.
+    """
+    seen = 0
+    for chunk_start in range(start, len(data), _FOLD_SCAN_CHUNK):
+        chunk_end = min(chunk_start + _FOLD_SCAN_CHUNK, len(data))
+        for lead in _FOLD_LEAD_BYTES:
+            position = data.find(lead, chunk_start, chunk_end)
+            while position != -1:
+                if any(data[position : position + len(seq)] == seq for seq in _FOLD_BYTES):
+                    return True
+                seen += 1
+                if seen > _FOLD_SCAN_LIMIT:
+                    return True
+                position = data.find(lead, position + 1, chunk_end)
     return False
 
 

@@ -332,6 +332,15 @@ def test_a_fold_far_behind_many_other_multibyte_characters_is_still_folded(tmp_p
     assert values(extracted, "Related To")[-1] == "Dee"
 
 
+def test_a_fold_across_the_boundary_of_a_scanned_chunk_is_folded(tmp_path):
+    before = "Person,Related To\n" + "".join(f"P{n},Q{n}\n" for n in range(10_000))
+    pad = 256 * 1024 - 1 - len(before) - len(",y\nAnn")  # NBSP's first byte ends the chunk
+    text = before + "x" * pad + ",y\nAnn\u00a0Lee,Bob\n"
+    assert text.encode().index("\u00a0".encode()) == 256 * 1024 - 1
+    extracted = extract([write(tmp_path, "a.csv", text)])
+    assert values(extracted, "Person")[-1] == "Ann Lee"
+
+
 def test_a_non_breaking_space_in_a_windows_1252_file_is_folded(tmp_path):
     path = write(tmp_path, "a.csv", "Person,Related To\nAnn\u00a0Lee,Bob\xa0\n", "cp1252")
     extracted = extract([path])
