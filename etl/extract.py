@@ -71,6 +71,7 @@ class Extracted:
     blank_rows: int
     notes: list[str]
     numeric_cells: pl.DataFrame
+    renamed: dict[str, str] = field(default_factory=dict)  # "source" -> "source (input)"
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Table:
     blank_rows: int
     notes: list[str]
     numeric_cells: pl.DataFrame
+    renamed: dict[str, str]
 
 
 def extract(
@@ -1067,7 +1069,8 @@ def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
     # Grid rows are consecutive, so slicing (free) finds the data below the header.
     data = frame.slice(header_row - frame["row"][0] + 1)
     notes = list(grid.notes)
-    names = column_names(header, data, cells, path, notes)
+    given = column_names(header, data, cells, path, notes)
+    names = rename_meta_clashes(given, notes)
     data = data.select("row", *(pl.col(cell).alias(name) for cell, name in names.items()))
     blank = pl.all_horizontal(pl.exclude("row").is_null()) if names else pl.lit(True)
     blank_rows = data.select(blank.sum()).item() if names else data.height
@@ -1079,7 +1082,8 @@ def table_from_grid(grid: Grid, header_row: int, path: str) -> Table:
             "below it; check the file, or --sheet / --header-row."
         )
     numeric = numeric_cells_of(grid.numeric, data, cells, names)
-    return Table(data, list(names.values()), grid.sheet, blank_rows, notes, numeric)
+    renamed = {given[cell]: name for cell, name in names.items() if name != given[cell]}
+    return Table(data, list(names.values()), grid.sheet, blank_rows, notes, numeric, renamed)
 
 
 def columns_needing_fold(frame: pl.DataFrame, cells: list[str]) -> set[str]:
@@ -1146,7 +1150,7 @@ def column_names(
             notes.append(f'column {column_letter(index)} has no header; it is called "{value}"')
         names[cell] = value
     check_duplicates(names, cells, path)
-    return rename_meta_clashes(names, notes)
+    return names
 
 
 def check_duplicates(names: dict[str, str], cells: list[str], path: str) -> None:
@@ -1169,7 +1173,10 @@ def rename_meta_clashes(names: dict[str, str], notes: list[str]) -> dict[str, st
         while new_name in META_COLUMNS or (new_name != name and new_name in taken):
             new_name = f"{new_name} (input)"
         if new_name != name:
-            notes.append(f'the column "{name}" is called "{new_name}" (the report uses "{name}")')
+            notes.append(
+                f'the column "{name}" is called "{new_name}" in the reports, which have a '
+                f'"{name}" of their own'
+            )
             taken.add(new_name)
         renamed[cell] = new_name
     return renamed
@@ -1211,6 +1218,7 @@ def numeric_cells_of(
 
 
 def combine(tables: list[Table], sources: list[str]) -> Extracted:
+    check_renames_stay_apart(tables, sources)
     columns: list[str] = []
     for table in tables:
         columns.extend(name for name in table.columns if name not in columns)
@@ -1236,7 +1244,27 @@ def combine(tables: list[Table], sources: list[str]) -> Extracted:
             for note in table.notes
         ],
         numeric_cells=numeric_row_ids(tables),
+        renamed={given: name for table in tables for given, name in table.renamed.items()},
     )
+
+
+def check_renames_stay_apart(tables: list[Table], sources: list[str]) -> None:
+    """Refuse a renamed column landing on another file's column of that name: the two would
+    be read as one column."""
+    own = {
+        name: source
+        for table, source in zip(tables, sources, strict=True)
+        for name in table.columns
+        if name not in table.renamed.values()
+    }
+    for table, source in zip(tables, sources, strict=True):
+        for given, name in table.renamed.items():
+            if name in own:
+                raise ExtractError(
+                    f'{source}: the column "{given}" would be called "{name}" (the reports have '
+                    f'a "{given}" of their own), but {own[name]} has a column "{name}"; rename '
+                    "one of them."
+                )
 
 
 def numeric_row_ids(tables: list[Table]) -> pl.DataFrame:

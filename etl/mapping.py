@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -69,6 +69,10 @@ class Side:
     def columns(self) -> list[str]:
         return [column for key in self.keys for column in key.columns]
 
+    def renamed(self, names: dict[str, str]) -> Side:
+        keys = (Key(key.mode, tuple(names.get(c, c) for c in key.columns)) for key in self.keys)
+        return Side(tuple(keys))
+
 
 @dataclass(frozen=True)
 class Template:
@@ -78,6 +82,17 @@ class Template:
 
     def columns(self) -> list[str]:
         return [value for kind, value in self.parts if kind == "column"]
+
+    def renamed(self, names: dict[str, str]) -> Template:
+        parts = ((kind, names.get(v, v) if kind == "column" else v) for kind, v in self.parts)
+        return Template(tuple(parts))
+
+    def text(self) -> str:
+        """The template as written in a mapping file."""
+        return "".join(
+            "{" + value + "}" if kind == "column" else value.replace("{", "{{").replace("}", "}}")
+            for kind, value in self.parts
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,19 @@ class Mapping:
         if self.note is not None:
             used += [(column, "note") for column in parse_template(self.note).columns()]
         return used
+
+    def renamed(self, names: dict[str, str]) -> Mapping:
+        """The mapping naming the input columns extraction renamed ("source" is called
+        "source (input)", since the reports have a "source" of their own) by their new names."""
+        if not names:
+            return self
+        note = None if self.note is None else parse_template(self.note).renamed(names).text()
+        return replace(
+            self,
+            contact1=self.contact1.renamed(names),
+            contact2=self.contact2.renamed(names),
+            note=note,
+        )
 
     def check_columns(self, columns: list[str]) -> None:
         """Raise MappingError naming the first mapped column the input does not have."""

@@ -112,6 +112,7 @@ async def prepare(
         extracted = extract(
             list(settings.sources), sheet=settings.sheet, header_row=settings.header_row
         )
+        mapping = mapping.renamed(extracted.renamed)
         mapping.check_columns(extracted.columns)
         reading.done(sources)
         reading.describe(f"{extracted.rows.height:,} rows")

@@ -1,8 +1,14 @@
+import json
 from pathlib import Path
 
+import polars as pl
 from click.testing import CliRunner
 
 from etl.cli import cli
+from etl.directory import contacts_frame, save_snapshot
+from etl.ledger import Ledger
+
+SAMPLE_DATA = Path(__file__).parent.parent / "sample_data"
 
 
 def test_help_lists_the_commands_and_an_example() -> None:
@@ -33,3 +39,21 @@ def test_a_snapshot_must_be_named_parquet(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "a snapshot is a parquet file" in result.output
     assert not output.exists()
+
+
+def test_a_mapping_names_an_input_column_called_source_as_the_file_does(tmp_path: Path) -> None:
+    seed = json.loads((SAMPLE_DATA / "crm_seed.json").read_text(encoding="utf-8"))["contacts"]
+    save_snapshot(contacts_frame(seed), tmp_path / "snap.parquet")
+    (tmp_path / "in.csv").write_text("Person,Related To,source\nJane Doe,John Doe,web\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text('contact1: "Person"\ncontact2: "Related To"\nnote: "via {source}"\n')
+    args = ["import", str(tmp_path / "in.csv"), "-m", str(mapping), "--dry-run", "-q"]
+    args += ["--contacts", str(tmp_path / "snap.parquet"), "--report-dir", str(tmp_path / "out")]
+    args += ["--state-db", str(tmp_path / "state.sqlite")]
+    result = CliRunner().invoke(cli, args, env={"LACRM_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    with Ledger(tmp_path / "state.sqlite") as ledger:
+        (run,) = ledger.runs()
+        assert ledger.plan(run.run_id)["note"].to_list() == ["via web"]
+    report = pl.read_csv(tmp_path / "out" / "report.csv", infer_schema=False)
+    assert report["source (input)"].to_list() == ["web"]

@@ -218,6 +218,15 @@ def test_meta_column_names_are_renamed(tmp_path):
     assert values(extracted, "row (input)") == ["7"]
     assert values(extracted, "row") == [2]
     assert any('"row (input)"' in note for note in extracted.notes)
+    assert extracted.renamed == {"source": "source (input)", "row": "row (input)"}
+
+
+def test_a_renamed_column_never_merges_with_another_files_column_of_that_name(tmp_path):
+    one = write(tmp_path, "a.csv", "source (input),Person\ny,Ann\n")
+    two = write(tmp_path, "b.csv", "source,Person\nz,Bob\n")
+    for order in ([one, two], [two, one]):
+        with pytest.raises(ExtractError, match=r'b\.csv: the column "source" would be called'):
+            extract(order)
 
 
 def test_unnamed_columns(tmp_path):

@@ -142,6 +142,22 @@ def test_template_literals_and_braces():
     )
 
 
+def test_a_mapping_follows_the_columns_extraction_renamed():
+    mapping = parse_mapping(
+        {
+            "contact1": "row",
+            "contact2": {"match": ["email", "name"], "column": {"email": "source", "name": "B"}},
+            "note": "{{{source}}} from {source}, line {row}: {Notes}",
+        }
+    )
+    renamed = mapping.renamed({"source": "source (input)", "row": "row (input)"})
+    assert renamed.contact1 == Side((Key("auto", ("row (input)",)),))
+    assert renamed.contact2 == Side((Key("email", ("source (input)",)), Key("name", ("B",))))
+    assert renamed.note == "{{{source (input)}}} from {source (input)}, line {row (input)}: {Notes}"
+    assert parse_template(renamed.note).parts[0] == ("text", "{")
+    assert mapping.renamed({}) is mapping
+
+
 def test_check_columns_offers_the_closest_names():
     mapping = parse_mapping({"contact1": "Persn", "contact2": "Email"})
     with pytest.raises(MappingError) as caught:
