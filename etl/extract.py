@@ -490,7 +490,8 @@ class SheetScan:
     first_col: int = 0
     numeric: list[tuple[int, int]] = field(default_factory=list)
     dates: list[tuple[int, int, str]] = field(default_factory=list)  # (row, col, kind)
-    formatted: list[tuple[int, int, int]] = field(default_factory=list)  # (row, col, style)
+    # (row, col, style, the stored value: calamine's text keeps only 9 decimals)
+    formatted: list[tuple[int, int, int, str]] = field(default_factory=list)
     booleans: list[tuple[int, int]] = field(default_factory=list)
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)  # r1, c1, r2, c2
     formulas: list[tuple[int, int]] = field(default_factory=list)
@@ -826,10 +827,11 @@ class _SheetScanner:
     def text(self, data: str) -> None:
         # Any text, spaces too, as calamine does ("<v> </v>" is a cell to it).
         if self.awaiting_text is not None:
-            self.valued(self.awaiting_text)
+            self.valued(self.awaiting_text, data)
             self.awaiting_text = None
 
-    def valued(self, cell: dict[str, str]) -> None:
+    def valued(self, cell: dict[str, str], value: str = "") -> None:
+        """Record a cell holding a value; `value` is a number cell's stored text."""
         cell_type = cell.get("t")
         if cell_type == "e":
             self.scan.errors += 1
@@ -853,7 +855,7 @@ class _SheetScanner:
                     scan.dates.append((self.row, col, kind))
                     return
                 if index in self.number_styles:
-                    scan.formatted.append((self.row, col, index))
+                    scan.formatted.append((self.row, col, index, value))
             scan.numeric.append((self.row, col))
         elif cell_type == "b":
             scan.booleans.append((self.row, col))
@@ -901,6 +903,7 @@ def scan_sheet(archive: zipfile.ZipFile, path: str, styles: Styles) -> SheetScan
     parser.ordered_attributes = False
     parser.StartElementHandler = scanner.start
     parser.CharacterDataHandler = scanner.text
+    parser.buffer_text = True  # a number's text in one call, even across a chunk boundary
     try:
         with archive.open(path) as stream:
             while chunk := stream.read(1 << 20):
@@ -947,7 +950,8 @@ def grid_frame(
         pl.all(),
     )
     frame = render_dates(frame, scan_frame(scan.dates, scan, {"kind": pl.String}))
-    frame = render_numbers(frame, scan_frame(scan.formatted, scan, {"style": pl.Int64}), formats)
+    formatted = scan_frame(scan.formatted, scan, {"style": pl.Int64, "stored": pl.String})
+    frame = render_numbers(frame, formatted, formats)
     frame = render_booleans(frame, scan_frame(scan.booleans, scan))
     return fill_merges(frame, scan)
 
@@ -988,19 +992,20 @@ def render_numbers(
 ) -> pl.DataFrame:
     """Numbers as their number format shows them (02134, 3.50, 25%); rendered once per
     distinct value and style, and left as read wherever the format cannot render them."""
-    for col in formatted["col"].unique().to_list():
+    pairs = formatted.select("stored", "style").unique()
+    shown = [render(formats[style], stored) for stored, style in pairs.iter_rows()]
+    cells = formatted.join(
+        pairs.with_columns(pl.Series("_shown", shown, dtype=pl.String)), on=["stored", "style"]
+    )
+    for col in cells["col"].unique().to_list():
         name = f"c{col}"
         if name not in frame.columns:
             continue
-        styles = formatted.filter(pl.col("col") == col).select("row", _style="style")
-        frame = frame.join(styles, on="row", how="left", maintain_order="left")
-        pairs = frame.select(name, "_style").drop_nulls().unique()
-        shown = [render(formats[style], text) for text, style in pairs.iter_rows()]
-        pairs = pairs.with_columns(pl.Series("_shown", shown, dtype=pl.String))
+        column = cells.filter(pl.col("col") == col).select("row", "_shown")
         frame = (
-            frame.join(pairs, on=[name, "_style"], how="left", maintain_order="left")
+            frame.join(column, on="row", how="left", maintain_order="left")
             .with_columns(pl.coalesce("_shown", name).alias(name))
-            .drop("_style", "_shown")
+            .drop("_shown")
         )
     return frame
 

@@ -54,6 +54,7 @@ _GENERAL = {"general", "literal"}
 _DIGIT = re.compile(r"\d")
 # Doubles reach 1.8e308; every digit of one must survive the arithmetic.
 _CONTEXT = Context(prec=800, rounding=ROUND_HALF_UP)
+_SIGNIFICANT = Context(prec=15, rounding=ROUND_HALF_UP)
 
 Token = tuple[str, str]
 
@@ -244,11 +245,11 @@ def has_inner_literal(tokens: list[Token]) -> bool:
 
 
 def render(number_format: NumberFormat, text: str) -> str | None:
-    """The number `text` (as calamine reads it) as the format displays it, or None."""
+    """The number `text` (as the workbook stores it) as the format displays it, or None."""
     try:
         value = to_decimal(text)
         section, magnitude, sign = choose_section(number_format.sections, value)
-        shown = render_section(section, magnitude, text.lstrip("-"))
+        shown = render_section(section, magnitude, f"{abs(value).normalize():f}")
     except (_Unsupported, InvalidOperation, ValueError, OverflowError):
         return None
     shown = sign + shown
@@ -260,15 +261,13 @@ def render(number_format: NumberFormat, text: str) -> str | None:
 
 
 def to_decimal(text: str) -> Decimal:
-    """Integers exactly as read; fractions as the shortest text of their double (2.675, not
-    2.67499999999999982236431605997495353221893310546875), so rounding halves goes the way
-    Excel's does."""
+    """The stored double to 15 significant digits, as Excel shows numbers: 2.675, not
+    2.67499999999999982236431605997495353221893310546875 (so halves round Excel's way), and
+    999999000000000000000, not 999999000000000032768."""
     value = Decimal(text)
     if not value.is_finite():
         raise _Unsupported
-    if value == value.to_integral_value():
-        return value
-    return Decimal(repr(float(text)))
+    return _SIGNIFICANT.create_decimal(repr(float(text)))
 
 
 def choose_section(sections: tuple[Section, ...], value: Decimal) -> tuple[Section, Decimal, str]:

@@ -617,6 +617,13 @@ def formatted_workbook(folder: Path, columns: dict[str, list[tuple[object, str]]
         ("0", -2.5, "-3"),  # Excel rounds half away from zero
         ("0.00", 3.5, "3.50"),
         ("0.00", 2.675, "2.68"),  # the double is 2.67499..., Excel still shows 2.68
+        # From the stored value: calamine's text keeps 9 decimals (1.5e-9 reads "0").
+        ("0.00E+00", 1.5e-9, "1.50E-09"),
+        ("#,##0.0000000000", 1 / 3, "0.3333333333"),
+        # Excel shows 15 significant digits, then zeros.
+        ("0", 9.99999e20, "999999000000000000000"),
+        ("#,##0", 9007199254740993, "9,007,199,254,740,990"),
+        ("0.00", 0.1 + 0.2, "0.30"),
         ("0.00", 0, "0.00"),
         ("#,##0", 1234567, "1,234,567"),
         ("#,##0.00", -1234567.891, "-1,234,567.89"),
