@@ -94,7 +94,6 @@ class Section:
 
 @dataclass(frozen=True)
 class NumberFormat:
-    code: str
     sections: tuple[Section, ...]
 
 
@@ -105,7 +104,7 @@ def compile_format(code: str) -> NumberFormat | None:
         sections = tuple(compile_section(tokens) for tokens in parts[:3])
     except _Unsupported:
         return None
-    return NumberFormat(code, sections)
+    return NumberFormat(sections)
 
 
 def tokenize(code: str) -> list[Token]:

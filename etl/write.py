@@ -182,8 +182,8 @@ async def _skip_pairs_made_since_the_plan(
     held = {(lo, hi): found for lo, hi, found in existing.frame.iter_rows()}
     changes: list[CreateChange] = []
     for intent in pending:
-        ends = sorted((intent.contact_id_1, intent.contact_id_2))
-        relationship_id = held.get((ends[0], ends[1]))
+        one, two = intent.contact_id_1, intent.contact_id_2
+        relationship_id = held.get((min(one, two), max(one, two)))
         if relationship_id is None:
             continue
         holder = ledger.created_elsewhere(run_id, intent.row_id)
